@@ -1,1 +1,3 @@
+"""Engine-side components consumed by bundle configs: losses, inferers, metrics, handlers, datalists."""
 
+from __future__ import annotations

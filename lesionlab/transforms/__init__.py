@@ -1,1 +1,11 @@
+"""Transforms: array versions in ``array.py``, dictionary twins in ``dictionary.py``."""
 
+from __future__ import annotations
+
+from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D, stack_slices
+from .dictionary import InPlaneCropResized, MergeMasksd, NeighbourSliceStackd, RandSlice25Dd
+
+__all__ = [
+    "DEFAULT_OFFSETS", "InPlaneCropResize", "MergeMasks", "NeighbourSliceStack", "RandSlice25D", "stack_slices",
+    "InPlaneCropResized", "MergeMasksd", "NeighbourSliceStackd", "RandSlice25Dd",
+]

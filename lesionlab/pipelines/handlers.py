@@ -1,0 +1,170 @@
+"""Ignite handlers used by the bundles (``attach(engine)`` pattern, as MONAI's handlers)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.utils import min_version, optional_import
+
+from lesionlab.pipelines.metrics import case_metrics, format_table, summarize, write_reports
+from lesionlab.utils import atomic_write_text
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+
+__all__ = ["CaseMetricsHandler", "HistoryHandler", "ProgressBarHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+def _spacing_of(x: Any) -> list[float] | None:
+    affine = getattr(x, "affine", None)
+    if affine is None:
+        return None
+    a = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=float)
+    if a.ndim == 3:
+        a = a[0]
+    return [float(v) for v in np.sqrt((a[:3, :3] ** 2).sum(axis=0))]
+
+
+def _name_of(x: Any, fallback: str) -> str:
+    meta = getattr(x, "meta", None) or {}
+    name = meta.get("filename_or_obj", fallback)
+    if isinstance(name, (list, tuple)):
+        name = name[0]
+    return str(name)
+
+
+class CaseMetricsHandler:
+    """Compute per-case 3D metrics (DSC, precision, recall, Jaccard, ASD, HD95 in mm) during an evaluator run.
+
+    At every iteration each decollated item of ``engine.state.output`` gives one case: ``pred`` and ``label`` on
+    the same grid (normally the original image grid, after ``Invertd``), spacing read from the label's affine. At
+    completion ``metrics_per_case.csv``, ``metrics_summary.json`` and ``metrics_table.md`` are written to
+    ``output_dir`` (see :func:`lesionlab.pipelines.metrics.write_reports`) and ``dsc``, ``dsc_global`` etc. are put
+    into ``engine.state.metrics``.
+
+    Args:
+        output_dir: folder of the reports.
+        pred_key: key of the binary prediction. Defaults to ``"pred"``.
+        label_key: key of the ground truth. Defaults to ``"label"``.
+        title: title of the markdown table.
+    """
+
+    def __init__(self, output_dir: str, pred_key: str = "pred", label_key: str = "label",
+                 title: str = "Evaluation") -> None:
+        self.output_dir, self.pred_key, self.label_key, self.title = output_dir, pred_key, label_key, title
+        self.cases: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _reset(self, engine: Engine) -> None:
+        self.cases = []
+
+    def _iteration(self, engine: Engine) -> None:
+        out = engine.state.output
+        items = out if isinstance(out, list) else [out]
+        for item in items:
+            pred, label = item[self.pred_key], item[self.label_key]
+            name = _name_of(label, f"case_{len(self.cases)}")
+            m = case_metrics(pred, label, spacing=_spacing_of(label))
+            self.cases.append({"case": os.path.basename(name), **m})
+
+    def _completed(self, engine: Engine) -> None:
+        paths = write_reports(self.cases, self.output_dir, self.title)
+        summary = summarize(self.cases)
+        engine.state.metrics["dsc_global"] = summary["dsc_global"]
+        for name in ("dsc", "precision", "recall", "jaccard", "asd_mm", "hd95_mm"):
+            engine.state.metrics[f"case_{name}"] = summary[name]["mean"]
+        logger.info("per-case metrics written to %s\n%s", paths["csv"], format_table(summary, self.title))
+
+
+class HistoryHandler:
+    """Record the mean training loss and the validation metrics of every epoch in a JSON file (for plots).
+
+    Attach it to the trainer after the ``ValidationHandler`` so that the validator has run when the epoch ends.
+
+    Args:
+        path: JSON file, rewritten atomically after every epoch.
+        validator: the evaluator whose ``state.metrics`` are recorded (optional).
+        loss_transform: extracts the loss from ``engine.state.output``. Defaults to MONAI's
+            ``from_engine(["loss"], first=True)`` convention.
+    """
+
+    def __init__(self, path: str, validator: Engine | None = None,
+                 loss_transform: Callable[[Any], Any] | None = None) -> None:
+        self.path, self.validator = path, validator
+        self.loss_transform = loss_transform or _first_loss
+        self.history: list[dict] = []
+        self._losses: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        if os.path.exists(self.path):  # a resumed run continues the same history
+            try:
+                with open(self.path) as f:
+                    self.history = json.load(f).get("epochs", [])
+            except (OSError, ValueError):
+                self.history = []
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._losses = []
+
+    def _iteration(self, engine: Engine) -> None:
+        loss = self.loss_transform(engine.state.output)
+        self._losses.append(float(loss.item() if isinstance(loss, torch.Tensor) else loss))
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        entry: dict[str, Any] = {"epoch": engine.state.epoch,
+                                 "loss": float(np.mean(self._losses)) if self._losses else math.nan}
+        optimizer = getattr(engine, "optimizer", None)
+        if optimizer is not None:
+            entry["lr"] = float(optimizer.param_groups[0]["lr"])
+        if self.validator is not None and self.validator.state.epoch == engine.state.epoch:
+            for k, v in self.validator.state.metrics.items():
+                if isinstance(v, (int, float)):
+                    entry[k] = float(v)
+        self.history = [h for h in self.history if h["epoch"] < entry["epoch"]] + [entry]
+        atomic_write_text(self.path, json.dumps({"epochs": self.history}, indent=2))
+
+
+def _first_loss(output: Any) -> Any:
+    if isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and len(output):
+        output = output[0]
+    return output["loss"] if isinstance(output, dict) else output
+
+
+class ProgressBarHandler:
+    """A tqdm progress bar over the iterations of every epoch, showing the current loss (ignite's ``ProgressBar``).
+
+    Args:
+        enabled: attach nothing when False (e.g. in CI logs). Defaults to True.
+        desc: bar description. Defaults to ``"train"``.
+    """
+
+    def __init__(self, enabled: bool = True, desc: str = "train") -> None:
+        self.enabled, self.desc = enabled, desc
+
+    def attach(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        try:
+            from ignite.handlers import ProgressBar
+        except ImportError:  # ignite < 0.5 keeps it in contrib
+            from ignite.contrib.handlers import ProgressBar
+        ProgressBar(desc=self.desc, persist=True).attach(engine, output_transform=lambda out: {"loss": _first_loss(out)})

@@ -1,0 +1,119 @@
+"""Dictionary twins of :mod:`lesionlab.transforms.array`: they loop over keys and call the array transform."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import InvertibleTransform, MapTransform, Randomizable
+from monai.utils import ensure_tuple_rep
+
+from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D
+
+__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd"]
+
+
+class NeighbourSliceStackd(MapTransform):
+    """Dictionary version of :class:`NeighbourSliceStack` (whole-volume stacking)."""
+
+    def __init__(self, keys: KeysCollection, offsets: Sequence[int] = DEFAULT_OFFSETS,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.stacker = NeighbourSliceStack(offsets)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.stacker(d[key])
+        return d
+
+
+class InPlaneCropResized(MapTransform, InvertibleTransform):
+    """Dictionary version of :class:`InPlaneCropResize`; ``mode`` may differ per key (image/label)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        roi_start: Sequence[int] = (10, 40),
+        roi_end: Sequence[int] = (190, 220),
+        spatial_size: Sequence[int] = (192, 192),
+        mode: Sequence[str] | str = "bilinear",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        modes = ensure_tuple_rep(mode, len(self.keys))
+        self.transforms = {k: InPlaneCropResize(roi_start, roi_end, spatial_size, m) for k, m in zip(self.keys, modes)}
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transforms[key](d[key])
+        return d
+
+    def inverse(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transforms[key].inverse(d[key])
+        return d
+
+
+class RandSlice25Dd(Randomizable, MapTransform):
+    """Dictionary version of :class:`RandSlice25D`: returns a list of ``num_samples`` dicts.
+
+    Each output dict holds ``image`` as a ``(C*K, H, W)`` stack and ``label`` as the ``(1, H, W)`` centre slice
+    (keys from ``image_key``/``label_key``); other entries are copied. MONAI's data loader flattens the lists.
+
+    Args:
+        image_key: key of the ``(C, H, W, D)`` image volume.
+        label_key: key of the ``(1, H, W, D)`` label volume (used to find lesion slices); ``None`` for none.
+        num_samples, pos_fraction, offsets: see :class:`RandSlice25D`.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str | None = "label",
+        num_samples: int = 8,
+        pos_fraction: float = 0.5,
+        offsets: Sequence[int] = DEFAULT_OFFSETS,
+    ) -> None:
+        keys = [image_key] + ([label_key] if label_key else [])
+        super().__init__(keys)
+        self.image_key, self.label_key = image_key, label_key
+        self.sampler = RandSlice25D(num_samples, pos_fraction, offsets)
+
+    def set_random_state(self, seed: int | None = None, state=None) -> RandSlice25Dd:
+        super().set_random_state(seed, state)
+        self.sampler.set_random_state(seed, state if state is not None else self.R)
+        return self
+
+    def randomize(self, data=None) -> None:  # the sampler draws its own indices
+        pass
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> list[dict[Hashable, NdarrayOrTensor]]:
+        d = dict(data)
+        label = d.get(self.label_key) if self.label_key else None
+        samples = self.sampler(d[self.image_key], label)
+        out = []
+        for (stack, lab), index in zip(samples, self.sampler.indices):
+            item = {k: v for k, v in d.items() if k not in self.keys}
+            item[self.image_key] = stack
+            if self.label_key and lab is not None:
+                item[self.label_key] = lab
+            item["slice_index"] = index
+            out.append(item)
+        return out
+
+
+class MergeMasksd(MapTransform):
+    """Dictionary version of :class:`MergeMasks`."""
+
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.merger = MergeMasks(threshold)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.merger(d[key])
+        return d
