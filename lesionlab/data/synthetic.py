@@ -112,7 +112,7 @@ def _prepare_template(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, ma
     nz = np.argwhere((data > 0) | (mask > 0))
     lo = np.maximum(nz.min(axis=0) - margin, 0)
     hi = np.minimum(nz.max(axis=0) + margin + 1, data.shape)
-    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    crop = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
     # lesion centres: well inside the brain, preferably lateral and supratentorial (MCA-territory-like)
     depth = max(1, min(6, int(0.06 * min(data.shape))))
     inner = ndi.binary_erosion(mask, iterations=depth)
@@ -129,7 +129,7 @@ def _prepare_template(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, ma
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
     for arr in (data, mask, ijk):
         arr.setflags(write=False)
-    return _Template(data, mask, np.asarray(affine, dtype=np.float64), crop, ijk, csf, wm, voxel_ml)  # type: ignore[arg-type]
+    return _Template(data, mask, np.asarray(affine, dtype=np.float64), crop, ijk, csf, wm, voxel_ml)
 
 
 @functools.lru_cache(maxsize=1)
@@ -300,10 +300,11 @@ def _rician(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 def _lesion_budget(tpl: _Template, seed: int, index: int, rng: np.random.Generator) -> list[int]:
     """Voxel counts of the lesions of one subject.
 
-    The subject's total lesion volume is log-uniform over ``_LESION_ML_RANGE``; a golden-ratio sequence over the
-    subject index (offset by the seed) spreads the totals evenly for any number of subjects.
+    The subject's total lesion volume is log-uniform over ``_LESION_ML_RANGE``: a golden-ratio sequence over the
+    subject index (offset by the seed) spreads the totals evenly for any number of subjects, e.g. 2.5-90 mL for the
+    first 12 subjects of seed 0.
     """
-    offset = np.random.default_rng([seed, 0x5EED]).random()
+    offset = (0.5 + seed * 0.7548776662466927) % 1.0
     u = (offset + index * _GOLDEN) % 1.0
     lo, hi = _LESION_ML_RANGE
     total_ml = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
@@ -516,15 +517,15 @@ def synth_volume_pair(
     Raises:
         ValueError: for a shape that is not 3D or too small, or a negative ``n_lesions``.
     """
-    shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-    if len(shape) != 3 or min(shape) < 16:
-        raise ValueError(f"shape must be 3 sides of at least 16 voxels, got {shape}")
+    if len(shape) != 3 or min(int(s) for s in shape) < 16:
+        raise ValueError(f"shape must be 3 sides of at least 16 voxels, got {tuple(shape)}")
+    dims = (int(shape[0]), int(shape[1]), int(shape[2]))
     if n_lesions < 0:
         raise ValueError(f"n_lesions must be >= 0, got {n_lesions}")
     rng = np.random.default_rng([seed, 0x7E57])
-    image, brain = _toy_brain(shape)  # type: ignore[arg-type]
+    image, brain = _toy_brain(dims)
     allowed = ndi.binary_erosion(brain, iterations=2)
-    inner = np.argwhere(ndi.binary_erosion(brain, iterations=max(2, min(shape) // 8)))
+    inner = np.argwhere(ndi.binary_erosion(brain, iterations=max(2, min(dims) // 8)))
     n_brain = int(brain.sum())
     lesions: list[np.ndarray] = []
     for _ in range(n_lesions):
@@ -538,7 +539,7 @@ def synth_volume_pair(
                     allowed &= ~ndi.binary_dilation(blob, iterations=1)
                     break
     _paint_lesions(image, lesions, 0.25, rng)
-    image *= _bias_field(rng, shape)
+    image *= _bias_field(rng, dims)
     image = _rician(image, 0.02, rng).astype(np.float32)
-    mask = np.logical_or.reduce(lesions).astype(np.uint8) if lesions else np.zeros(shape, dtype=np.uint8)
+    mask = np.logical_or.reduce(lesions).astype(np.uint8) if lesions else np.zeros(dims, dtype=np.uint8)
     return image, mask

@@ -154,7 +154,9 @@ class TestDUNet(unittest.TestCase):
     def test_shape(self, kwargs: dict, input_shape: tuple[int, ...], expected_shape: tuple[int, ...]) -> None:
         check_shape(DUNet(**kwargs), input_shape, expected_shape)
 
-    @parameterized.expand([[{"in_channels": 4, **SMALL}, (2, 4, 32, 32)], [{"in_channels": 8, **SMALL}, (2, 8, 32, 48)]])
+    @parameterized.expand(
+        [[{"in_channels": 4, **SMALL}, (2, 4, 32, 32)], [{"in_channels": 8, **SMALL}, (2, 8, 32, 48)]]
+    )
     def test_backward(self, kwargs: dict, input_shape: tuple[int, ...]) -> None:
         check_backward(DUNet(**kwargs), input_shape)
 

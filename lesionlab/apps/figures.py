@@ -1,0 +1,103 @@
+"""Figures a person would rather look at than read: overlays of predictions on MRI slices, training curves."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from lesionlab.utils import atomic_path
+
+__all__ = ["lesion_overlay_figure", "pick_slices"]
+
+
+def pick_slices(label: np.ndarray, pred: np.ndarray | None = None, n: int = 3) -> list[int]:
+    """``n`` axial slice indices (last axis) through the lesion: the largest cross-section and its neighbours in
+    the lesion's extent; the middle slices when there is no lesion."""
+    mask = label > 0 if label.any() or pred is None else pred > 0
+    depth = label.shape[-1]
+    if not mask.any():
+        return sorted({int(round(depth * f)) for f in np.linspace(0.35, 0.65, n)})
+    area = mask.reshape(-1, depth).sum(0)
+    nz = np.flatnonzero(area)
+    picks = {int(np.argmax(area))}
+    for q in np.linspace(0.2, 0.8, n):
+        if len(picks) >= n:
+            break
+        picks.add(int(nz[int(q * (len(nz) - 1))]))
+    return sorted(picks)[:n]
+
+
+def lesion_overlay_figure(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    pred: np.ndarray,
+    out_png: str,
+    history_json: str | None = None,
+    title: str = "",
+    slices: Sequence[int] | None = None,
+    footnote: str = "",
+) -> str:
+    """Save a PNG: axial T1 slices with ground truth (green) and prediction (red) outlines, plus training curves.
+
+    Args:
+        image: T1 volume (X, Y, Z).
+        label: ground-truth mask (X, Y, Z) or ``None``.
+        pred: predicted mask (X, Y, Z).
+        out_png: output file (written atomically).
+        history_json: ``history.json`` of :class:`~lesionlab.pipelines.handlers.HistoryHandler` for the curves.
+        title: figure title.
+        slices: axial slice indices; picked through the lesion when ``None``.
+        footnote: small text at the bottom (e.g. a data copyright notice).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    slices = list(slices) if slices is not None else pick_slices(label if label is not None else pred, pred)
+    history = None
+    if history_json and os.path.exists(history_json):
+        with open(history_json) as f:
+            history = json.load(f).get("epochs", [])
+    ncols = len(slices) + (1 if history else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 4.6), squeeze=False)
+    axes = axes[0]
+    lo, hi = np.percentile(image, [1, 99.5])
+    for ax, z in zip(axes, slices):
+        # radiological display: rows = anterior-posterior (y), columns = x, superior up
+        ax.imshow(np.rot90(image[..., z]), cmap="gray", vmin=lo, vmax=hi)
+        if label is not None and label[..., z].any():
+            ax.contour(np.rot90(label[..., z] > 0), levels=[0.5], colors=["lime"], linewidths=1.2)
+        if pred[..., z].any():
+            ax.contour(np.rot90(pred[..., z] > 0), levels=[0.5], colors=["red"], linewidths=1.2)
+        ax.set_title(f"axial slice {z}")
+        ax.axis("off")
+    if history:
+        ax = axes[-1]
+        ep = [h["epoch"] for h in history]
+        ax.plot(ep, [h["loss"] for h in history], "o-", label="training loss (EML)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        val = [(h["epoch"], h["val_mean_dice"]) for h in history if "val_mean_dice" in h]
+        if val:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*val), "s--", color="tab:green", label="validation Dice")
+            ax2.set_ylabel("Dice")
+            ax2.set_ylim(0, 1)
+            ax2.legend(loc="upper right")
+        ax.legend(loc="upper left")
+        ax.set_title("training curves")
+    handles = [plt.Line2D([], [], color="lime", label="ground truth"), plt.Line2D([], [], color="red", label="prediction")]
+    fig.legend(handles=handles, loc="lower left", ncol=2, frameon=False)
+    if title:
+        fig.suptitle(title)
+    if footnote:
+        fig.text(0.99, 0.01, footnote, ha="right", va="bottom", fontsize=6, color="gray")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return out_png
