@@ -91,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"  torch FlopCounterMode FLOPs          {_giga(flops)}")
     print(f"  torch MACs (FLOPs / 2)               {_giga(flops // 2)}")
     print("      convolutions and matmuls only, transposed conv per INPUT element, no bias/BN/activations")
-    print(f"  thesis Table 4.3 (D-UNet, default)   {_giga(18_089_374_976)}")
+    if tuple(args.features) == (32, 64, 128, 256, 512) and args.slices == 4 and args.size == 192:
+        # = legacy convolutions + BatchNorm + Linear, i.e. "all layers, legacy" without the SE pools
+        print(f"  thesis Table 4.3 (D-UNet)            {_giga(18_089_374_976)}")
     print()
 
     print(f"CPU timing, median of {args.repeats} (after {args.warmup} warm-up), peak RSS so far")

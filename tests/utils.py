@@ -117,7 +117,7 @@ def check_backward(net: nn.Module, input_shape: ShapeLike) -> None:
         assert outs, "the training-mode output contains no tensor."
         for i, t in enumerate(outs):
             assert not torch.isnan(t).any(), f"output tensor {i} of the training-mode forward contains NaN."
-        loss = sum((t.float().mean() for t in outs), torch.zeros(()))
+        loss = torch.stack([t.float().mean() for t in outs]).sum()
         loss.backward()
         missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
         non_finite = [

@@ -12,31 +12,27 @@ does. Convolutions and transposed convolutions use the same formula, evaluated o
 so a stride-2 transposed convolution is counted per output pixel (4x the PyTorch count in 2D). Functional operations
 (``torch.cat``, ``+``, ``x * w``, ``F.relu``) are invisible to module hooks and count zero, as in ``thop``.
 
-Two revisions of ``thop`` differ in the details; ``convention`` selects one:
+Two revisions of ``thop`` differ in two rows; ``convention`` selects one:
 
-========================  =====================================  =====================================
-layer                     ``"legacy"`` (thop <= 0.0.31, 2019-20)  ``"current"`` (thop >= 0.1)
-========================  =====================================  =====================================
-Conv / ConvTranspose Nd   formula above, **+1 per output if       formula above, bias not counted
-                          the layer has a bias**
-BatchNorm / Instance /    ``2 * numel``                           ``2 * numel``, doubled when affine
-LayerNorm
-Linear                    ``in_features * output.numel()``        same
-AvgPool                   ``output.numel()``                      same
-AdaptiveAvgPool           ``(prod(in // out) + 1) * out.numel()`` same
-Upsample                  ``out.numel()`` x 1 nearest, 5 linear,  same
-                          11 bilinear, 259 bicubic, else 0
-Softmax                   ``rows * (3 n - 1)``                    same
-LeakyReLU, PReLU          ``numel``                               same
-ReLU, ReLU6, MaxPool,     0                                       0
-Dropout, anything else
-========================  =====================================  =====================================
+- Conv / ConvTranspose Nd: the formula above; ``"legacy"`` (thop <= 0.0.31, 2019-20) adds one operation per output
+  element when the layer has a bias, ``"current"`` (thop >= 0.1) does not;
+- BatchNorm / InstanceNorm / LayerNorm: ``2 * numel`` in ``"legacy"``; ``2 * numel``, doubled for affine layers, in
+  ``"current"``.
+
+The other rows are the same in both:
+
+- Linear: ``in_features * output.numel()``;
+- AvgPool: ``output.numel()``; AdaptiveAvgPool: ``(prod(input_size // output_size) + 1) * output.numel()``;
+- Upsample: ``output.numel()`` x 1 (nearest), 5 (linear), 11 (bilinear), 259 (bicubic), 0 otherwise;
+- Softmax: ``rows * (3 n - 1)``; LeakyReLU, PReLU: ``numel``;
+- ReLU, ReLU6, MaxPool, AdaptiveMaxPool, Dropout, padding and every module thop does not know (e.g. Sigmoid): 0.
 
 ``convs_only=True`` (the default) keeps only the convolution rows. The seed-002 spec (Appendix A) compares the
 thesis's D-UNet figure with "thop-style MACs, conv layers only": for D-UNet on 1 x 4 x 192 x 192 that is
 18,046,607,616 with the legacy bias term (18,022,072,320 without). Legacy convolutions + BatchNorm + Linear sum to
 18,089,374,976, the thesis's Table 4.3 figure to the unit; ``convs_only=False`` gives 1,769,856 more, thop's count for
-the four squeeze-excitation ``nn.AdaptiveAvgPool2d`` modules, so the thesis's code evidently pooled functionally.
+the four squeeze-excitation ``nn.AdaptiveAvgPool2d`` modules, which the thesis's measurement did not count (its SE
+presumably pooled functionally).
 
 **PyTorch** (:func:`count_flops_torch`): ``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs = 2 x MACs of
 matrix products and convolutions only (no bias, normalisation, activation or pooling), and counts a transposed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unittest
 
-import torch
 import torch.nn as nn
 from parameterized import parameterized
 
@@ -45,8 +44,9 @@ class TestSingleLayers(unittest.TestCase):
         self.assertEqual(count_macs_thop_style(up, (1, 2, 4, 4)), 192 * 19)
         # PyTorch: per input pixel, 4 * 4 input pixels x prod(weight.shape) = 2 * 3 * 9; FLOPs = 2 x MACs
         self.assertEqual(count_flops_torch(up, (1, 2, 4, 4)), 2 * 16 * 54)
-        self.assertEqual(count_flops_torch(up, (1, 2, 4, 4)) // 2 * 4, count_macs_thop_style(up, (1, 2, 4, 4), True,
-                                                                                            "current"))
+        # stride 2 in 2D: thop counts 4x PyTorch's MACs
+        thop_current = count_macs_thop_style(up, (1, 2, 4, 4), convention="current")
+        self.assertEqual(4 * count_flops_torch(up, (1, 2, 4, 4)) // 2, thop_current)
 
     def test_grouped_conv_and_batch(self) -> None:
         # 2x4x5x5 -> Conv2d(4, 6, 3, groups=2) -> 2x6x3x3: 108 outputs x (4 / 2) * 9
@@ -128,8 +128,8 @@ class TestDUNetComplexity(unittest.TestCase):
         kwargs = {"features": (16, 32, 64, 128, 256)}
         net = DUNet(**kwargs)
         table = dunet_layer_table(features=kwargs["features"])
-        self.assertEqual(count_macs_thop_style(net, (2,) + INPUT[1:], device="meta"),
-                         table_macs(table, "thop_legacy_conv", batch=2))
+        macs = count_macs_thop_style(net, (2,) + INPUT[1:], device="meta")
+        self.assertEqual(macs, table_macs(table, "thop_legacy_conv", batch=2))
         self.assertEqual(count_flops_torch(net, INPUT, device="meta") // 2, table_macs(table, "torch"))
 
     def test_keras_variant_arithmetic(self) -> None:
@@ -138,8 +138,8 @@ class TestDUNetComplexity(unittest.TestCase):
         self.assertAlmostEqual(macs / 16.537e9, 1.0, delta=0.0005)
 
     def test_complexity_table(self) -> None:
-        rows = complexity_table({"D-UNet": DUNet(), "D-UNet/2": DUNet(features=(16, 32, 64, 128, 256))}, INPUT,
-                                device="meta")
+        models = {"D-UNet": DUNet(), "D-UNet/2": DUNet(features=(16, 32, 64, 128, 256))}
+        rows = complexity_table(models, INPUT, device="meta")
         self.assertEqual([r["model"] for r in rows], ["D-UNet", "D-UNet/2"])
         self.assertEqual(
             rows[0],
@@ -147,7 +147,7 @@ class TestDUNetComplexity(unittest.TestCase):
              "macs_thop_all": DUNET_THESIS + DUNET_SE_POOLS, "flops_torch": DUNET_TORCH_FLOPS,
              "macs_torch": DUNET_TORCH_FLOPS // 2},
         )
-        self.assertEqual(rows[1]["params"], count_parameters(DUNet(features=(16, 32, 64, 128, 256))))
+        self.assertEqual(rows[1]["params"], count_parameters(models["D-UNet/2"]))
         self.assertLess(rows[1]["macs_thop"], rows[0]["macs_thop"] / 3)
 
 
