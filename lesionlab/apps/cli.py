@@ -68,6 +68,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from lesionlab.apps.experiments import run_table
+
+    extra = {"slices_per_volume": args.slices_per_volume} if args.slices_per_volume else {}
+    paths = run_table(args.table, args.datalist, args.workdir, epochs=args.epochs, quick=args.quick, extra=extra)
+    print(open(paths["table"]).read())
+    for k, v in paths.items():
+        print(f"{k:8s} {v}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lesionlab", description="lesionlab: MONAI bundles for lesion segmentation.")
     p.add_argument("--version", action="version", version=f"lesionlab {__version__}")
@@ -109,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bundle-root", help="where models/ and eval/ go (default: the bundle folder)")
     r.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id, e.g. epochs=5")
     r.set_defaults(func=_cmd_run)
+
+    x = sub.add_parser("experiments", help="re-run the rows of a paper's tables and write them with p-values and plots")
+    xsub = x.add_subparsers(dest="paper", required=True)
+    xs = xsub.add_parser("stroke", help="stroke thesis (seed 002): tables 3.1, 3.2, 4.1, 4.2, 4.4")
+    xs.add_argument("--table", required=True, choices=["3.1", "3.2", "4.1", "4.2", "4.4"])
+    xs.add_argument("--datalist", required=True, help="datalist JSON (training/validation) from `lesionlab datalist`")
+    xs.add_argument("--epochs", type=int, default=150, help="training epochs per row (thesis: 150)")
+    xs.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    xs.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
+    xs.add_argument("--slices-per-volume", type=int, help="2.5D samples per volume and epoch")
+    xs.set_defaults(func=_cmd_experiments)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")

@@ -1,0 +1,289 @@
+"""``lesionlab experiments stroke``: re-run the rows of the stroke thesis's tables (seed 002 §7) on a datalist.
+
+Every row is a bundle plus small override files (no copies of configs). For each row the bundle is copied into the
+work folder, trained with MONAI's runner, and evaluated per case on the original grid (``evaluate.json``). The
+runner then writes, per table:
+
+- ``table_<id>.md``: the paper's columns (DSC mean ± std, DSC(G), recall, precision, Jaccard, ASD, 95HD) for our
+  run next to the thesis's numbers, the Wilcoxon signed-rank p-value of each row against the table's reference row
+  on per-case DSC, and the parameter and FLOP counts (Table 4.3 columns; FLOPs from PyTorch's own counter at the
+  network's documented input size, i.e. 2 x MACs with transposed convolutions per input pixel);
+- ``table_<id>_dsc_boxplot.png``: per-case DSC box plot;
+- ``table_<id>.json``: everything above in machine-readable form.
+
+Rows whose networks the project does not provide are listed as "not run".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lesionlab.apps.bundle import bundle_path, copy_bundle
+from lesionlab.errors import LesionlabError
+from lesionlab.utils import atomic_path, atomic_write_text
+
+__all__ = ["Row", "TABLES", "run_table", "wilcoxon_p"]
+
+DUNET = "brain_mri_dunet_stroke_segmentation"
+UNET3D = "brain_mri_unet3d_stroke_segmentation"
+AGMR = "brain_mri_agmrnet_stroke_segmentation"
+TSRL = "brain_mri_tsrlnet_stroke_segmentation"
+
+_Q25 = {"network_def#features": [8, 16, 32, 64, 128]}  # quarter width for the D-UNet family
+
+
+@dataclass
+class Row:
+    """One row of a table: a bundle, override files (relative to its ``configs/``) and the thesis's numbers."""
+
+    name: str
+    bundle: str | None
+    overrides: Sequence[str] = ()
+    paper: dict[str, float] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)  # settings of --quick runs (narrower networks)
+    reference: bool = False
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.name.lower()).strip("_")
+
+
+def _p(dsc_g: float | None, dsc: float | None, rec: float | None = None, prec: float | None = None,
+       jac: float | None = None, asd: float | None = None, hd95: float | None = None) -> dict[str, float]:
+    vals = {"dsc_global": dsc_g, "dsc": dsc, "recall": rec, "precision": prec, "jaccard": jac, "asd_mm": asd,
+            "hd95_mm": hd95}
+    return {k: v for k, v in vals.items() if v is not None}
+
+
+_COMPARISON = [
+    Row("2D U-Net", DUNET, ["variants/unet2d.json"], _p(0.712, 0.485, 0.469, 0.574, 0.368),
+        {"network_def#features": [8, 16, 32, 64, 128, 8]}),
+    Row("SegNet", None, paper=_p(0.662, 0.451, 0.440, 0.545, 0.337)),
+    Row("PSPNet", None, paper=_p(0.672, 0.468, 0.443, 0.539, 0.348)),
+    Row("DeepLab v3", None, paper=_p(0.641, 0.415, 0.399, 0.492, 0.296)),
+    Row("U-Net++", DUNET, ["variants/unetpp2d.json"], _p(0.728, 0.511, 0.494, 0.638, 0.400),
+        {"network_def#network#features": [8, 16, 32, 64, 128, 8]}),
+    Row("ACSNet", None, paper=_p(0.703, 0.520, 0.462, 0.706, 0.401)),
+    Row("Attention U-Net", DUNET, ["variants/attention_unet2d.json"], _p(0.706, 0.536, 0.482, 0.721, 0.406),
+        {"network_def#channels": [8, 16, 32, 64, 128]}),
+    Row("D-UNet", DUNET, [], _p(0.726, 0.548, 0.530, 0.665, 0.407), _Q25),
+    Row("X-Net", None, paper=_p(0.672, 0.499, 0.466, 0.633, 0.382)),
+    Row("CLCI-Net", None, paper=_p(None, 0.581, 0.581, 0.649)),
+    Row("3D U-Net", UNET3D, [], _p(0.710, 0.471, 0.474, 0.553),
+        {"network_def#channels": [4, 8, 16, 32, 64], "patch_size": [32, 32, 32]}),
+]
+
+TABLES: dict[str, dict[str, Any]] = {
+    "3.1": {
+        "title": "Table 3.1: impact of each AGMR-Net module on the D-UNet backbone (ATLAS)",
+        "rows": [
+            Row("D-UNet (baseline)", AGMR, ["ablation/t31_baseline.json"], _p(0.726, 0.548, 0.530, 0.665, None, 8.932, 36.552), _Q25),
+            Row("+CPA", AGMR, ["ablation/t31_cpa.json"], _p(0.741, 0.574, 0.561, 0.682, None, 7.833, 33.544), _Q25),
+            Row("+CFF", AGMR, ["ablation/t31_cff.json"], _p(0.734, 0.572, 0.538, 0.701, None, 8.670, 30.197), _Q25),
+            Row("+MDU", AGMR, ["ablation/t31_mdu.json"], _p(0.735, 0.570, 0.541, 0.701, None, 7.972, 27.220), _Q25),
+            Row("+CPA+CFF", AGMR, ["ablation/t31_cpa_cff.json"], _p(0.744, 0.581, 0.569, 0.667, None, 7.521, 29.174), _Q25),
+            Row("AGMR-Net (CPA+CFF+MDU)", AGMR, [], _p(0.754, 0.594, 0.579, 0.713, 0.468, 7.137, 27.005), _Q25, True),
+        ],
+    },
+    "3.2": {
+        "title": "Table 3.2: AGMR-Net against previous methods (ATLAS columns)",
+        "rows": _COMPARISON + [Row("AGMR-Net", AGMR, [], _p(0.754, 0.594, 0.579, 0.713, 0.468), _Q25, True)],
+    },
+    "4.1": {
+        "title": "Table 4.1: TSRL-Net ablation (baseline = AGMR-Net without MDU)",
+        "rows": [
+            Row("Baseline", TSRL, ["ablation/t41_baseline.json"], _p(0.744, 0.581, 0.569, 0.667), _Q25),
+            Row("Baseline + CRL", TSRL, ["ablation/t41_crl.json"], _p(0.755, 0.602, 0.605, 0.673), _Q25),
+            Row("Baseline + TAL", TSRL, ["ablation/t41_tal.json"], _p(0.756, 0.617, 0.639, 0.660), _Q25),
+            Row("Baseline + CRL + TAL (TSRL-Net)", TSRL, [], _p(0.760, 0.634, 0.650, 0.678), _Q25, True),
+        ],
+    },
+    "4.2": {
+        "title": "Table 4.2: TSRL-Net against other methods (ATLAS columns)",
+        "rows": _COMPARISON + [
+            Row("AGMR-Net", AGMR, [], _p(0.754, 0.594, 0.579, 0.713, 0.468), _Q25),
+            Row("TSRL-Net", TSRL, [], _p(0.760, 0.634, 0.650, 0.678, 0.504), _Q25, True),
+        ],
+    },
+    "4.4": {
+        "title": "Table 4.4: TAL focal exponent gamma and focus window beta (TSRL-Net, ATLAS)",
+        "rows": [
+            Row(f"gamma={g}, beta={b}", TSRL, [f"ablation/t44_g{g}_b{b}.json"], _p(None, dsc, rec, prec), _Q25,
+                (g, b) == (2, 4))
+            for (g, b), (dsc, rec, prec) in {
+                (0, 2): (0.487, 0.479, 0.593), (0, 4): (0.487, 0.458, 0.632), (0, 8): (0.497, 0.456, 0.658),
+                (1, 2): (0.472, 0.443, 0.631), (1, 4): (0.485, 0.475, 0.600), (1, 8): (0.460, 0.398, 0.674),
+                (2, 2): (0.613, 0.647, 0.663), (2, 4): (0.634, 0.650, 0.678), (2, 8): (0.627, 0.640, 0.687),
+                (3, 2): (0.441, 0.510, 0.451), (3, 4): (0.404, 0.339, 0.663), (3, 8): (0.379, 0.297, 0.709),
+                (4, 2): (0.400, 0.415, 0.491), (4, 4): (0.408, 0.422, 0.488), (4, 8): (0.242, 0.317, 0.670),
+            }.items()
+        ],
+    },
+}
+
+
+def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired per-case values; NaN when it is undefined (n < 2 or no
+    non-zero difference)."""
+    from scipy.stats import wilcoxon
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {x.shape} vs {y.shape}")
+    if x.size < 2 or np.allclose(x, y):
+        return math.nan
+    return float(wilcoxon(x, y).pvalue)
+
+
+def _configs(root: str, row: Row, *names: str) -> list[str]:
+    cfg = os.path.join(root, "configs")
+    files = [os.path.join(cfg, f"{names[0]}.json")] + [os.path.join(cfg, o) for o in row.overrides]
+    return files + [os.path.join(cfg, f"{n}.json") for n in names[1:]]
+
+
+def _complexity(root: str, row: Row) -> dict[str, float]:
+    """Parameters and torch FLOPs of the row's network at paper width and the documented input size."""
+    from monai.bundle import ConfigParser
+
+    from lesionlab.pipelines.complexity import count_flops_torch, count_parameters
+
+    parser = ConfigParser()
+    parser.read_config(_configs(root, row, "inference"))
+    parser["bundle_root"] = root
+    net = parser.get_parsed_content("network_def")
+    meta = json.load(open(os.path.join(root, "configs", "metadata.json")))
+    spec = meta["network_data_format"]["inputs"]["image"]
+    shape = (1, spec["num_channels"], *[int(s) for s in spec["spatial_shape"]])
+    return {"params": count_parameters(net), "flops_torch": count_flops_torch(net, shape), "input_shape": shape}
+
+
+def _run_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool, extra: dict[str, Any]) -> dict:
+    from monai.bundle import run
+
+    root = copy_bundle(bundle_path(row.bundle), os.path.join(workdir, row.slug))
+    overrides = {"dataset_dir": os.path.dirname(datalist), "datalist": datalist, "bundle_root": root,
+                 "progress": False, **extra}
+    if quick:
+        overrides.update(row.quick)
+    meta = os.path.join(root, "configs", "metadata.json")
+    log = os.path.join(root, "configs", "logging.conf")
+    t0 = time.time()
+    run("training", meta_file=meta, config_file=_configs(root, row, "train"), logging_file=log, epochs=epochs,
+        val_interval=max(epochs, 1), **overrides)
+    run("evaluating", meta_file=meta, config_file=_configs(root, row, "train", "evaluate"), logging_file=log,
+        **overrides)
+    with open(os.path.join(root, "eval", "metrics_summary.json")) as f:
+        report = json.load(f)
+    return {"summary": report["summary"], "cases": report["cases"], "seconds": round(time.time() - t0, 1),
+            **_complexity(root, row)}
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _markdown(table_id: str, spec: dict, results: dict[str, dict], pvals: dict[str, float]) -> str:
+    cols = [("dsc", "DSC"), ("dsc_global", "DSC(G)"), ("recall", "Rec"), ("precision", "Prec"), ("jaccard", "Jac"),
+            ("asd_mm", "ASD"), ("hd95_mm", "95HD")]
+    head = "| method | " + " | ".join(c for _, c in cols) + " | p (DSC vs ref.) | params | FLOPs (torch) | thesis DSC / DSC(G) |"
+    lines = [f"## {spec['title']}", "", head, "|" + "---|" * (len(cols) + 5)]
+    for row in spec["rows"]:
+        paper = f"{_fmt(row.paper.get('dsc'))} / {_fmt(row.paper.get('dsc_global'))}"
+        if row.name not in results:
+            lines.append(f"| {row.name} | " + " | ".join("not run" if i == 0 else "" for i in range(len(cols)))
+                         + f" | | | | {paper} |")
+            continue
+        r = results[row.name]
+        s = r["summary"]
+        cells = []
+        for key, _ in cols:
+            if key == "dsc_global":
+                cells.append(_fmt(s["dsc_global"]))
+            else:
+                m = s[key]
+                digits = 2 if key.endswith("_mm") else 3
+                std = "" if key != "dsc" or math.isnan(m["std"]) else f" ± {m['std']:.3f}"
+                cells.append(_fmt(m["mean"], digits) + std)
+        p = "ref." if row.reference else _fmt(pvals.get(row.name), 4)
+        lines.append(f"| {row.name}{' (ref.)' if row.reference else ''} | " + " | ".join(cells)
+                     + f" | {p} | {r['params']:,} | {r['flops_torch'] / 1e9:.2f} G | {paper} |")
+    lines += ["", "DSC, Rec, Prec, Jac: means over cases; DSC(G): pooled over cases; ASD and 95HD in mm; p: two-sided "
+              "Wilcoxon signed-rank test on per-case DSC against the reference row; FLOPs: PyTorch's counter (2 x "
+              "MACs, transposed convolutions per input pixel) at the network's paper width and documented input size; "
+              "thesis: the thesis's own numbers on ATLAS R1.1."]
+    return "\n".join(lines) + "\n"
+
+
+def _boxplot(spec: dict, results: dict[str, dict], out_png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in spec["rows"] if r.name in results]
+    data = [[c["dsc"] for c in results[n]["cases"]] for n in names]
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names)), 4.5))
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+    ax.set_ylabel("per-case DSC")
+    ax.set_ylim(0, 1)
+    ax.set_title(spec["title"], fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def run_table(table_id: str, datalist: str, workdir: str, epochs: int = 150, quick: bool = False,
+              rows: Sequence[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """Run every runnable row of a table and write its markdown table, box plot and JSON into ``workdir``.
+
+    Args:
+        table_id: one of ``TABLES`` ("3.1", "3.2", "4.1", "4.2", "4.4").
+        datalist: datalist JSON with ``training`` and ``validation`` keys (``lesionlab datalist``); relative paths
+            in it are resolved against its folder.
+        workdir: output folder (one trained bundle copy per row).
+        epochs: training epochs per row.
+        quick: narrower networks (``Row.quick``) for CPU smoke runs; parameter and FLOP columns stay at paper width.
+        rows: restrict to these row names.
+        extra: further config overrides for every row (e.g. ``{"slices_per_volume": 4}``).
+    """
+    if table_id not in TABLES:
+        raise LesionlabError(f"unknown table {table_id!r}; choose from {sorted(TABLES)}")
+    datalist = os.path.abspath(datalist)
+    if not os.path.isfile(datalist):
+        raise LesionlabError(f"{datalist}: datalist not found (build one with `lesionlab datalist`)")
+    spec = TABLES[table_id]
+    workdir = os.path.join(os.path.abspath(workdir), f"table_{table_id}")
+    os.makedirs(workdir, exist_ok=True)
+    results: dict[str, dict] = {}
+    for row in spec["rows"]:
+        if row.bundle is None or (rows and row.name not in rows):
+            continue
+        print(f"[table {table_id}] {row.name}: training {epochs} epoch(s) and evaluating ...", flush=True)
+        results[row.name] = _run_row(row, workdir, datalist, epochs, quick, extra or {})
+    ref = next((r.name for r in spec["rows"] if r.reference and r.name in results), None)
+    pvals: dict[str, float] = {}
+    if ref is not None:
+        ref_cases = {c["case"]: c["dsc"] for c in results[ref]["cases"]}
+        for name, r in results.items():
+            if name != ref:
+                pairs = [(c["dsc"], ref_cases[c["case"]]) for c in r["cases"] if c["case"] in ref_cases]
+                pvals[name] = wilcoxon_p([a for a, _ in pairs], [b for _, b in pairs]) if pairs else math.nan
+    paths = {"table": os.path.join(workdir, f"table_{table_id.replace('.', '_')}.md"),
+             "boxplot": os.path.join(workdir, f"table_{table_id.replace('.', '_')}_dsc_boxplot.png"),
+             "json": os.path.join(workdir, f"table_{table_id.replace('.', '_')}.json")}
+    atomic_write_text(paths["table"], _markdown(table_id, spec, results, pvals))
+    if results:
+        _boxplot(spec, results, paths["boxplot"])
+    atomic_write_text(paths["json"], json.dumps({"table": table_id, "epochs": epochs, "quick": quick,
+                                                 "results": results, "p_values": pvals}, indent=2, default=float))
+    return paths
