@@ -7,6 +7,7 @@ Command line::
 
     python -m lesionlab.pipelines.datalist --root DIR --out FILE [--version auto|r1.1|r2.0] [--folds K]
         [--seed S] [--val-fraction F] [--non-strict]
+    python -m lesionlab.pipelines.datalist --dataset isles2015 --root DIR --out FILE [--folds K] [--seed S]
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from lesionlab.data.atlas import ATLAS_VERSIONS, detect_atlas_version, find_atlas
+from lesionlab.data.isles import find_isles2015
 from lesionlab.errors import DataError
 
-__all__ = ["split_subjects", "kfold_subjects", "build_datalist", "load_datalist", "main"]
+__all__ = ["split_subjects", "kfold_subjects", "build_datalist", "build_isles_datalist", "load_datalist", "main"]
 
 _PATH_KEYS = ("image", "label")
 
@@ -271,6 +273,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a MONAI datalist JSON for an ATLAS R1.1 or R2.0 folder.",
     )
     p.add_argument("--root", required=True, help="ATLAS data folder")
+    p.add_argument("--dataset", default="atlas", choices=["atlas", "isles2015"],
+                   help="data set layout (isles2015: ISLES 2015 SISS T1, cross-validation folds, 5 when --folds is 0)")
     p.add_argument("--out", required=True, help="datalist JSON file to write")
     p.add_argument("--version", default="auto", choices=["auto", "r1.1", "r2.0"], help="ATLAS release")
     p.add_argument("--folds", type=int, default=0, help="0: hold-out split; K>=2: K cross-validation folds")
@@ -296,15 +300,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     try:
-        data = build_datalist(
-            args.root,
-            args.out,
-            version=args.version,
-            val_fraction=args.val_fraction,
-            folds=args.folds,
-            seed=args.seed,
-            strict=not args.non_strict,
-        )
+        if args.dataset == "isles2015":
+            args.folds = args.folds or 5  # the ISLES 2015 protocol is 5-fold cross-validation (seed 002 §2.2)
+            data = build_isles_datalist(args.root, args.out, folds=args.folds, seed=args.seed)
+        else:
+            data = build_datalist(
+                args.root,
+                args.out,
+                version=args.version,
+                val_fraction=args.val_fraction,
+                folds=args.folds,
+                seed=args.seed,
+                strict=not args.non_strict,
+            )
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -319,6 +327,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_total = n_train + n_val
     print(f"{os.path.abspath(args.out)}: {data['version']}, {n_total} subjects, {split} (seed {args.seed})")
     return 0
+
+
+def build_isles_datalist(
+    root: str | os.PathLike,
+    out_json: str | os.PathLike,
+    folds: int = 5,
+    seed: int = 0,
+    check_geometry: bool = True,
+) -> dict:
+    """Find the ISLES 2015 SISS training cases under ``root`` and write a k-fold cross-validation datalist.
+
+    The thesis evaluates on ISLES 2015 by 5-fold cross-validation at case level (seed 002 §2.2): the 28 cases are
+    shuffled (seeded) and dealt into ``folds`` mutually exclusive folds whose sizes differ by at most one
+    (6/6/6/5/5). ``"training"`` holds every case with a ``"fold"`` key in ``0..folds-1``; there is no
+    ``"validation"`` key (select by fold, as for :func:`build_datalist` with ``folds``). Entries are
+    ``{"image": T1 path, "label": [OT path], "subject": case}``: ``"label"`` is a one-element list so that ISLES and
+    ATLAS datalists feed the same transforms (``MergeMasksd``). Paths are relative to the JSON file's folder when all
+    files live under it, otherwise absolute; the file is written atomically.
+
+    Args:
+        root: folder holding ``Training/`` (or the ``Training`` folder itself).
+        out_json: datalist file to write.
+        folds: number of folds, between 2 and the number of cases. Defaults to 5.
+        seed: split seed (also written to the file).
+        check_geometry: passed to :func:`lesionlab.data.isles.find_isles2015`.
+
+    Returns:
+        The datalist dict that was written.
+
+    Raises:
+        DataError: problems with the data (see :func:`lesionlab.data.isles.find_isles2015`) or ``out_json`` being a
+            folder.
+        ValueError: a bad ``folds``.
+    """
+    if isinstance(folds, bool) or int(folds) != folds or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2 (ISLES 2015 is evaluated by cross-validation), got {folds}")
+    folds = int(folds)
+    items = find_isles2015(root, check_geometry=check_geometry)
+    out_path = os.path.abspath(os.fspath(out_json))
+    if os.path.isdir(out_path):
+        raise DataError(out_path, "is a folder; give the datalist file name")
+    out_dir = os.path.dirname(out_path)
+    base = out_dir if all(_is_under(p, out_dir) for it in items for p in (it["image"], it["label"])) else None
+    fold = _fold_of(items, folds, seed)  # raises ValueError when folds > number of cases
+    data: dict = {
+        "name": "ISLES 2015 SISS",
+        "description": "Ischemic Stroke Lesion Segmentation 2015, sub-acute ischemic stroke (SISS) training cases: "
+        "skull-stripped T1 MRI resampled to 1 mm isotropic, with manual lesion masks (OT)",
+        "version": "ISLES 2015 SISS",
+        "reference": "Maier et al., Med. Image Anal. 35, 2017",
+        "tensorImageSize": "3D",
+        "modality": {"0": "T1"},
+        "labels": {"0": "background", "1": "lesion"},
+        "seed": int(seed),
+        "folds": folds,
+        "training": [{**_entry(it, base), "fold": f} for it, f in zip(items, fold)],
+    }
+    data["numTraining"] = len(data["training"])
+    _write_json_atomic(data, out_path)
+    return data
 
 
 if __name__ == "__main__":

@@ -1,0 +1,513 @@
+"""DICOM in, DICOM out: read an image series with its geometry, write a DICOM SEG that references it, synthesise one.
+
+* :func:`list_dicom_series` / :func:`read_dicom_series`: a folder of single-frame DICOM files (MR, CT, NM, PT...) read
+  with SimpleITK's ``ImageSeriesReader`` (files of one ``SeriesInstanceUID``, sorted along the slice normal by GDCM).
+  Spacing, origin and direction are kept. When a folder holds several series, the one with the most files is taken
+  unless a series UID is given. Before the volume is trusted, the headers are checked with pydicom: one orientation,
+  one frame of reference, one in-plane size and evenly spaced slices (a missing slice would silently stretch the
+  volume).
+* :func:`dicom_series_to_nifti`: the same, written as NIfTI so that a bundle's ``LoadImaged`` (nibabel) reads it.
+* :func:`write_dicom_seg`: a binary DICOM Segmentation (highdicom) of a label volume on the series grid, one frame per
+  source slice (empty frames kept, so frame ``k`` lies on source slice ``k``), same ``FrameOfReferenceUID``, segments
+  named after the bundle's labels.
+* :func:`synth_dicom_series`: a synthetic MR or CT series written as real DICOM files (pydicom), from
+  :func:`lesionlab.data.synthetic.synth_volume_pair`, for tests and demonstrations.
+
+Geometry conventions: SimpleITK and DICOM use LPS patient coordinates; a SimpleITK array is indexed ``[slice, row,
+column]``, which is also the order of the frames and pixels of the files returned in :attr:`DicomSeries.files`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lesionlab.errors import DataError, LesionlabError
+from lesionlab.utils import atomic_path
+
+__all__ = [
+    "DicomSeries",
+    "SegmentInfo",
+    "SyntheticSeries",
+    "is_dicom_file",
+    "list_dicom_series",
+    "read_dicom_series",
+    "dicom_series_to_nifti",
+    "write_dicom_seg",
+    "synth_dicom_series",
+]
+
+logger = logging.getLogger(__name__)
+
+#: storage SOP classes of the images that :func:`synth_dicom_series` writes
+_SOP_CLASS = {"MR": "1.2.840.10008.5.1.4.1.1.4", "CT": "1.2.840.10008.5.1.4.1.1.2"}
+#: a source series must not be one of these (they hold no image volume)
+_NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "KO", "PR", "REG", "DOC"}
+# tolerances of the header consistency checks (mm and direction cosines)
+_ORIENTATION_TOL = 1e-3
+_SPACING_REL_TOL = 0.01
+
+
+@dataclass
+class SegmentInfo:
+    """One segment of a label map: its value in the map, its name and display colour (RGB in [0, 1]).
+
+    Args:
+        label_value: voxel value of the segment in the label map (1, 2, ...).
+        name: segment name shown to the user (e.g. ``"lesion"``).
+        color: RGB colour, each component in [0, 1].
+    """
+
+    label_value: int
+    name: str
+    color: tuple[float, float, float] = (0.9, 0.2, 0.2)
+
+
+@dataclass
+class DicomSeries:
+    """A DICOM image series as read from a folder.
+
+    Attributes:
+        folder: the folder the files are in.
+        series_instance_uid, study_instance_uid, frame_of_reference_uid: identifiers of the series.
+        modality: DICOM ``Modality`` (``"MR"``, ``"CT"``...).
+        files: the files of the series in volume order (SimpleITK's slice order).
+        patient_id: ``PatientID`` (may be empty).
+        series_description: ``SeriesDescription`` (may be empty).
+        other_series: ``{uid: number of files}`` of the other series found in the same folder.
+    """
+
+    folder: str
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_of_reference_uid: str
+    modality: str
+    files: list[str]
+    patient_id: str = ""
+    series_description: str = ""
+    other_series: dict[str, int] = field(default_factory=dict)
+
+    def info(self) -> dict[str, object]:
+        """JSON-serialisable description (no file list) for reports."""
+        return {
+            "folder": self.folder,
+            "series_instance_uid": self.series_instance_uid,
+            "study_instance_uid": self.study_instance_uid,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+            "modality": self.modality,
+            "n_files": len(self.files),
+            "patient_id": self.patient_id,
+            "series_description": self.series_description,
+            "other_series": dict(self.other_series),
+        }
+
+
+@dataclass
+class SyntheticSeries:
+    """What :func:`synth_dicom_series` wrote.
+
+    Attributes:
+        folder: output folder.
+        files: the files, in slice order (slice ``k`` is ``files[k]``).
+        series_instance_uid, study_instance_uid, frame_of_reference_uid: the UIDs written.
+        image: stored pixel values, ``(n_slices, rows, columns)``.
+        mask: the lesion mask of the synthetic volume, ``(n_slices, rows, columns)`` uint8.
+        pixel_spacing: (row spacing, column spacing) in mm.
+        slice_spacing: distance between slice centres in mm.
+    """
+
+    folder: str
+    files: list[str]
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_of_reference_uid: str
+    image: np.ndarray
+    mask: np.ndarray
+    pixel_spacing: tuple[float, float]
+    slice_spacing: float
+
+
+def is_dicom_file(path: str) -> bool:
+    """True when ``path`` is a DICOM Part 10 file (``DICM`` magic at byte 128) or ends with ``.dcm``."""
+    if not os.path.isfile(path):
+        return False
+    if path.lower().endswith(".dcm"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def list_dicom_series(folder: str) -> dict[str, list[str]]:
+    """``{SeriesInstanceUID: files in slice order}`` of the DICOM image series directly inside ``folder``.
+
+    Raises:
+        DataError: when ``folder`` is not a folder or holds no readable DICOM image series.
+    """
+    import SimpleITK as sitk
+
+    if not os.path.isdir(folder):
+        raise DataError(folder, "not a folder (a DICOM series is read from the folder that holds its files)")
+    reader = sitk.ImageSeriesReader()
+    uids = reader.GetGDCMSeriesIDs(folder)
+    series = {uid: list(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in uids}
+    series = {uid: files for uid, files in series.items() if files}
+    if not series:
+        raise DataError(folder, "no DICOM image series found in this folder (sub-folders are not searched)")
+    return series
+
+
+def _headers(files: Sequence[str]) -> list:
+    import pydicom
+
+    out = []
+    for f in files:
+        try:
+            out.append(pydicom.dcmread(f, stop_before_pixels=True))
+        except Exception as err:  # noqa: BLE001 - any parse failure is a data problem of this file
+            raise DataError(f, f"not a readable DICOM file ({err})") from err
+    return out
+
+
+def _check_geometry(folder: str, headers: Sequence) -> None:
+    """Raise :class:`DataError` unless the slices form one evenly spaced volume."""
+    first = headers[0]
+    if "ImageOrientationPatient" not in first or "ImagePositionPatient" not in first:
+        raise DataError(folder, "series has no ImageOrientationPatient/ImagePositionPatient; geometry unknown")
+    iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
+    size = (int(first.Rows), int(first.Columns))
+    for h in headers[1:]:
+        if np.abs(np.asarray([float(v) for v in h.ImageOrientationPatient]) - iop).max() > _ORIENTATION_TOL:
+            raise DataError(folder, f"slices of series {first.SeriesInstanceUID} have different orientations "
+                                    "(a localizer or several stacks); not one volume")
+        if (int(h.Rows), int(h.Columns)) != size:
+            raise DataError(folder, f"slices of series {first.SeriesInstanceUID} have different sizes")
+        if h.get("FrameOfReferenceUID") != first.get("FrameOfReferenceUID"):
+            raise DataError(folder, f"slices of series {first.SeriesInstanceUID} have different frames of reference")
+    if len(headers) < 2:
+        return
+    normal = np.cross(iop[:3], iop[3:])
+    pos = np.asarray([np.dot(normal, [float(v) for v in h.ImagePositionPatient]) for h in headers])
+    steps = np.diff(pos)
+    if np.any(np.abs(steps) < 1e-4):
+        raise DataError(folder, "two slices of the series share one position (duplicate files or several echoes)")
+    step = float(np.median(steps))
+    if np.abs(steps - step).max() > _SPACING_REL_TOL * abs(step) + 1e-3:
+        raise DataError(folder, f"slices are not evenly spaced (steps {np.round(steps, 3).tolist()} mm); "
+                                "missing slices or a variable-thickness series cannot be read as one volume")
+
+
+def read_dicom_series(folder: str, series_uid: str | None = None):
+    """Read one DICOM image series of ``folder`` as a SimpleITK image (LPS geometry kept) and describe it.
+
+    Args:
+        folder: folder with the series' files (not searched recursively).
+        series_uid: ``SeriesInstanceUID`` to read; default: the series with the most files.
+
+    Returns:
+        ``(image, series)``: a ``SimpleITK.Image`` and its :class:`DicomSeries`.
+
+    Raises:
+        DataError: no series, an unknown ``series_uid``, a non-image series (SEG, RTSTRUCT...), inconsistent slices.
+    """
+    import SimpleITK as sitk
+
+    folder = os.path.abspath(folder)
+    all_series = list_dicom_series(folder)
+    if series_uid is not None:
+        if series_uid not in all_series:
+            raise DataError(folder, f"no series {series_uid} here; series found: "
+                                    + ", ".join(f"{u} ({len(f)} files)" for u, f in all_series.items()))
+        uid = series_uid
+    else:
+        uid = max(all_series, key=lambda u: (len(all_series[u]), u))
+        if len(all_series) > 1:
+            logger.warning("%s: %d series found, reading %s (%d files, the most); choose another with a series UID",
+                           folder, len(all_series), uid, len(all_series[uid]))
+    files = all_series[uid]
+    headers = _headers(files)
+    modality = str(headers[0].get("Modality", ""))
+    if modality.upper() in _NON_IMAGE_MODALITIES:
+        raise DataError(folder, f"series {uid} is a {modality} object, not an image series")
+    if len(files) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1:
+        image = sitk.ReadImage(files[0])  # one multi-frame file (e.g. NM): GDCM builds the volume
+    else:
+        _check_geometry(folder, headers)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        image = reader.Execute()
+    h = headers[0]
+    series = DicomSeries(
+        folder=folder,
+        series_instance_uid=uid,
+        study_instance_uid=str(h.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(h.get("FrameOfReferenceUID", "")),
+        modality=modality,
+        files=list(files),
+        patient_id=str(h.get("PatientID", "")),
+        series_description=str(h.get("SeriesDescription", "")),
+        other_series={u: len(f) for u, f in all_series.items() if u != uid},
+    )
+    return image, series
+
+
+def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = None) -> DicomSeries:
+    """Write one DICOM series of ``folder`` to NIfTI ``out_path`` (geometry kept; written atomically)."""
+    import SimpleITK as sitk
+
+    image, series = read_dicom_series(folder, series_uid)
+    suffix = ".nii.gz" if out_path.endswith(".nii.gz") else os.path.splitext(out_path)[1]
+    with atomic_path(out_path, suffix=suffix) as tmp:
+        sitk.WriteImage(image, tmp, True)
+    return series
+
+
+def _on_series_grid(label, reference):
+    """``label`` (SimpleITK image) resampled with nearest neighbour onto ``reference``'s grid when they differ."""
+    import SimpleITK as sitk
+
+    same = (
+        label.GetSize() == reference.GetSize()
+        and np.allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-4)
+        and np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+        and np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-4)
+    )
+    if same:
+        return label
+    logger.info("label grid differs from the DICOM series grid: resampling (nearest neighbour)")
+    return sitk.Resample(label, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+
+
+def write_dicom_seg(
+    label,
+    series: DicomSeries,
+    out_path: str,
+    segments: Sequence[SegmentInfo],
+    algorithm_name: str = "lesionlab",
+    algorithm_version: str = "",
+    series_description: str = "lesionlab segmentation",
+) -> str:
+    """Write a binary DICOM SEG of ``label`` that references ``series`` (one frame per source slice).
+
+    Args:
+        label: label volume on the series grid: a SimpleITK image or the path of one (NIfTI, NRRD...). Voxel value
+            ``segments[i].label_value`` belongs to segment ``i + 1``.
+        series: the source series (from :func:`read_dicom_series`).
+        out_path: ``.dcm`` file to write (atomically).
+        segments: segments to encode, in order (segment numbers 1, 2...).
+        algorithm_name, algorithm_version: recorded as the segmentation algorithm.
+        series_description: ``SeriesDescription`` of the SEG series.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        LesionlabError: when no segment is given or the source series is not single-frame.
+    """
+    import highdicom as hd
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.sr.codedict import codes
+
+    from lesionlab import __version__
+
+    if not segments:
+        raise LesionlabError("write_dicom_seg needs at least one segment")
+    if isinstance(label, (str, os.PathLike)):
+        label = sitk.ReadImage(os.fspath(label))
+    sources = [pydicom.dcmread(f) for f in series.files]
+    if len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1:
+        raise LesionlabError(f"{series.folder}: DICOM SEG output for a multi-frame source ({series.modality}) is not "
+                             "supported; use --format nifti or nrrd")
+    reference, _ = read_dicom_series(series.folder, series.series_instance_uid)
+    label = _on_series_grid(label, reference)
+    arr = sitk.GetArrayFromImage(label)  # (slices, rows, columns), slices in series.files order
+    if arr.shape[0] != len(sources) or arr.shape[1:] != (int(sources[0].Rows), int(sources[0].Columns)):
+        raise LesionlabError(f"label shape {arr.shape} does not match the series ({len(sources)} slices of "
+                             f"{sources[0].Rows}x{sources[0].Columns})")
+    masks = np.stack([(arr == s.label_value) for s in segments], axis=-1).astype(np.uint8)  # (F, R, C, S)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name[:64], family=codes.cid7162.ArtificialIntelligence,
+        version=(algorithm_version or __version__)[:64],
+    )
+    descriptions = []
+    for number, s in enumerate(segments, start=1):
+        rgb = np.clip(np.asarray(s.color, dtype=float), 0.0, 1.0)
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=s.name[:64],
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            display_color=hd.color.CIELabColor.from_rgb(*[int(round(255 * c)) for c in rgb]),
+        ))
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=masks,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=max(1, int(sources[0].get("SeriesNumber", 0) or 0)) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="lesionlab",
+        manufacturer_model_name=algorithm_name[:64],
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=series_description[:64],
+        content_label="LESIONS",
+        content_description="Automatic lesion segmentation"[:64],
+        omit_empty_frames=False,
+    )
+    with atomic_path(out_path, suffix=".dcm") as tmp:
+        seg.save_as(tmp)
+    return out_path
+
+
+def _uid() -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid())
+
+
+def synth_dicom_series(
+    out_dir: str,
+    n_slices: int = 24,
+    modality: str = "MR",
+    size: int = 64,
+    seed: int = 0,
+    pixel_spacing: tuple[float, float] = (0.9375, 0.9375),
+    slice_spacing: float = 2.0,
+    origin: tuple[float, float, float] = (-30.0, -30.0, 10.0),
+    orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    patient_id: str = "LESIONLAB-SYNTH",
+    patient_name: str = "LESIONLAB^SYNTHETIC",
+) -> SyntheticSeries:
+    """Write a synthetic brain-like series (one lesion) as DICOM files, one file per slice.
+
+    The volume comes from :func:`lesionlab.data.synthetic.synth_volume_pair` (``size x size x n_slices``); its axis
+    0 runs along the image rows' direction (columns of the DICOM pixel matrix), axis 1 along the columns' direction,
+    axis 2 along the slice normal. Files are named ``IM0001.dcm``... in slice order and carry proper Image
+    Position/Orientation (Patient), Pixel Spacing, Slice Thickness, Spacing Between Slices, Series/Study/Frame of
+    Reference UIDs and the MR (or CT) Image Storage SOP class. Nothing identifies a person.
+
+    Args:
+        out_dir: folder to write (created; existing files of the same names are replaced).
+        n_slices: number of slices (at least 16).
+        modality: ``"MR"`` or ``"CT"``.
+        size: rows and columns (at least 16).
+        seed: random seed of the synthetic volume.
+        pixel_spacing: (row spacing, column spacing) in mm, DICOM order.
+        slice_spacing: slice distance (and thickness) in mm.
+        origin: ImagePositionPatient of the first slice (LPS, mm).
+        orientation: ImageOrientationPatient (row direction, column direction).
+        patient_id: PatientID written.
+        patient_name: PatientName written (DICOM ``family^given`` form).
+
+    Returns:
+        the :class:`SyntheticSeries` written.
+
+    Raises:
+        ValueError: for an unsupported modality, too few slices or a non-orthonormal orientation.
+    """
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    from lesionlab import __version__
+    from lesionlab.data.synthetic import synth_volume_pair
+
+    modality = modality.upper()
+    if modality not in _SOP_CLASS:
+        raise ValueError(f"modality must be one of {sorted(_SOP_CLASS)}, got {modality!r} "
+                         "(NM and PT series are multi-frame or need decay data; not synthesised)")
+    if n_slices < 16 or size < 16:
+        raise ValueError(f"n_slices and size must be at least 16, got {n_slices} and {size}")
+    iop = np.asarray(orientation, dtype=float)
+    row_dir, col_dir = iop[:3], iop[3:]
+    if not (np.isclose(np.linalg.norm(row_dir), 1, atol=1e-4) and np.isclose(np.linalg.norm(col_dir), 1, atol=1e-4)
+            and abs(np.dot(row_dir, col_dir)) < 1e-4):
+        raise ValueError(f"orientation must be two orthonormal direction cosines, got {tuple(orientation)}")
+    normal = np.cross(row_dir, col_dir)
+    image, mask = synth_volume_pair((size, size, n_slices), seed=seed)  # (x=columns, y=rows, z=slices)
+    image = np.transpose(image, (2, 1, 0))  # -> (slices, rows, columns)
+    mask = np.transpose(mask, (2, 1, 0)).astype(np.uint8)
+    if modality == "MR":
+        stored = np.clip(np.round(image * 1000.0), 0, 4095).astype(np.uint16)
+        slope, intercept = 1.0, 0.0
+    else:  # CT: tissue-like values in HU, stored with a -1024 intercept
+        hu = np.where(image < 0.05, -1000.0, np.round(image * 80.0))  # air -1000 HU, brain-like 0..80 HU
+        stored = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
+        slope, intercept = 1.0, -1024.0
+    study_uid, series_uid, for_uid = _uid(), _uid(), _uid()
+    now = datetime.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    os.makedirs(out_dir, exist_ok=True)
+    files = []
+    for k in range(n_slices):
+        sop_uid = _uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = _SOP_CLASS[modality]
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        path = os.path.join(out_dir, f"IM{k + 1:04d}.dcm")
+        ds = FileDataset(path, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = _SOP_CLASS[modality], sop_uid
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.Modality = modality
+        ds.Manufacturer = "lesionlab (synthetic)"
+        ds.SoftwareVersions = __version__
+        ds.PatientName, ds.PatientID = patient_name, patient_id
+        ds.PatientBirthDate, ds.PatientSex = "", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, for_uid
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
+        ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
+        ds.StudyDescription = "lesionlab synthetic study"
+        ds.SeriesDescription = f"synthetic {modality} (lesionlab, seed {seed})"
+        ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = 1, k + 1, 1
+        ds.BodyPartExamined = "BRAIN"
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
+        ipp = np.asarray(origin, dtype=float) + k * slice_spacing * normal
+        ds.ImagePositionPatient = [f"{v:.6g}" for v in ipp]
+        ds.ImageOrientationPatient = [f"{v:.6g}" for v in iop]
+        ds.SliceLocation = f"{float(np.dot(ipp, normal)):.6g}"
+        ds.PixelSpacing = [f"{v:.6g}" for v in pixel_spacing]
+        ds.SliceThickness = f"{slice_spacing:.6g}"
+        ds.SpacingBetweenSlices = f"{slice_spacing:.6g}"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
+        if modality == "MR":
+            ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "GR", "SP", ""
+            ds.MRAcquisitionType = "3D"
+            ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "8.1", "3.7", "1"
+            ds.MagneticFieldStrength = "3"
+            ds.WindowCenter, ds.WindowWidth = "600", "1200"
+        else:
+            ds.RescaleType = "HU"
+            ds.KVP = "120"
+            ds.WindowCenter, ds.WindowWidth = "40", "80"
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        with atomic_path(path, suffix=".dcm") as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+        files.append(path)
+    pydicom.dcmread(files[0], stop_before_pixels=True)  # fail here, not in a user's viewer, if unreadable
+    return SyntheticSeries(
+        folder=os.path.abspath(out_dir), files=files, series_instance_uid=series_uid, study_instance_uid=study_uid,
+        frame_of_reference_uid=for_uid, image=stored, mask=mask,
+        pixel_spacing=(float(pixel_spacing[0]), float(pixel_spacing[1])), slice_spacing=float(slice_spacing),
+    )
