@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .nets import DUNet
+from .nets import AGMRNet, DUNet, TSRLNet, split_train_output
 
-__all__ = ["DUNet"]
+__all__ = ["DUNet", "AGMRNet", "TSRLNet", "split_train_output"]

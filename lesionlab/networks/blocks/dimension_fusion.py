@@ -2,7 +2,8 @@
 
 A 2.5D network of the D-UNet family keeps a 2D encoder on the slice stack ``(B, S, H, W)`` and a 3D encoder on the
 same stack seen as a volume ``(B, 1, S, H, W)``. At a fusion stage the 3D feature ``(B, C, D, H, W)`` is turned into a
-2D feature ``(B, C, H, W)`` (:class:`DimensionTransform`) and merged with the 2D feature of the same stage.
+2D feature ``(B, C, H, W)`` (:class:`DimensionTransform`) and merged with the 2D feature of the same stage, either by
+D-UNet's :class:`SEAddFusion` or by AGMR-Net's :class:`CrossDimensionFusion`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Act, Conv, Pool, split_args
 
-__all__ = ["DimensionTransform", "SqueezeExcitation", "SEAddFusion"]
+__all__ = ["DimensionTransform", "SqueezeExcitation", "SEAddFusion", "CrossDimensionFusion"]
 
 
 class DimensionTransform(nn.Module):
@@ -101,3 +102,90 @@ class SEAddFusion(nn.Module):
     def forward(self, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
         """``f3d``: (B, C, D, H, W), ``f2d``: (B, C, H, W); returns (B, C, H, W)."""
         return self.se3d(self.transform(f3d)) + self.se2d(f2d)
+
+
+class CrossDimensionFusion(nn.Module):
+    """Cross-dimensional feature fusion (CFF) of AGMR-Net: global channel attention over both branches, then add.
+
+    Du X, Ma K, Song Y. "AGMR-Net: Attention-guided multiscale recovery framework for stroke segmentation." CMIG 101
+    (2022) 102120, https://doi.org/10.1016/j.compmedimag.2022.102120; Ma Kunpeng's thesis (2023) §3.3.
+
+    Mapping to the thesis:
+        - dimension transform (1x1x1 Conv3d to one channel, squeeze, slices as channels, 3x3 Conv2d ``D -> C`` + ReLU,
+          ambiguity 15: the ReLU of D-UNet is kept) -> ``self.transform`` (:class:`DimensionTransform`), giving
+          ``3D_tfm``;
+        - Eq. 3.5 ``g = [GAP(3D_tfm), GAP(2D_fm)]`` (concatenation, 3D first) -> ``forward``;
+        - Eqs. 3.6/3.7 ``omega_2 = sigmoid(f^2_2(f^2_1(g)))``, ``omega_3 = sigmoid(f^3_2(f^3_1(g)))`` ->
+          ``self.fc1_2d``, ``self.fc2_2d``, ``self.fc1_3d``, ``self.fc2_3d`` (ReLU between the layers, ambiguity 14);
+        - Eq. 3.8 ``3D_tfm * omega_3 + 2D_fm * omega_2`` -> ``forward``.
+
+    MLP layout (ambiguity 13). The text gives each MLP "an intermediate layer of C/R neurons and a last layer of C";
+    the parameter formula of §3.6.4, ``2C * 2C/R + 2 * (2C/R * C)`` (= C^2/4 for R = 32, "the same as D-UNet's
+    fusion"), instead describes one shared first layer ``2C -> 2C/R`` and two heads ``2C/R -> C``. Both are available:
+
+    - ``mlp_layout="separate"`` (default): two MLPs ``2C -> C/R -> C``; weights ``6C^2/R``, plus ``2C/R + 2C`` biases;
+    - ``mlp_layout="shared"``: ``2C -> 2C/R`` shared, heads ``2C/R -> C``; weights ``8C^2/R`` (C^2/4 at R = 32, the
+      §3.6.4 formula), plus ``2C/R + 2C`` biases.
+
+    "separate" is the default because it reproduces the thesis's AGMR-Net totals better. With R = 8 at the two fusion
+    stages (C = 64, 128) the MLPs have 3,216 + 12,576 = 15,792 parameters ("separate", with biases) against
+    4,240 + 16,672 = 20,912 ("shared"): 5,120 more. AGMR-Net's totals (Table 3.7) exceed a rebuild with "separate" by
+    784,482 = 783,360 + 1,122, where 783,360 = sum of 9c^2 over the decoder widths c = 256, 128, 64, 32 (see
+    ``AGMRNet``, ``skip_mode``); the 1,122 left over becomes -3,998 with "shared", and 1,554 ("separate") or -3,566
+    ("shared") without biases, so "separate" with biases is the closest reading.
+
+    Args:
+        channels: channels ``C`` of the 2D feature and of the 3D feature.
+        depth: depth ``D`` of the 3D feature.
+        reduction: reduction rate ``R``; hidden size ``C // R`` ("separate") or ``2C // R`` ("shared"). Defaults to 8.
+        mlp_layout: ``"separate"`` or ``"shared"`` (see above). Defaults to ``"separate"``.
+        bias: biases in the fully connected layers (not stated; PyTorch's default). Defaults to True.
+        act: activation of the dimension transform. Defaults to ReLU.
+
+    Example::
+
+        >>> cff = CrossDimensionFusion(channels=64, depth=2)
+        >>> cff(torch.randn(2, 64, 2, 96, 96), torch.randn(2, 64, 96, 96)).shape
+        torch.Size([2, 64, 96, 96])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        depth: int,
+        reduction: int = 8,
+        mlp_layout: str = "separate",
+        bias: bool = True,
+        act: str | tuple = "relu",
+    ) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}.")
+        if mlp_layout not in ("separate", "shared"):
+            raise ValueError(f"mlp_layout must be 'separate' or 'shared', got {mlp_layout!r}.")
+        width = channels if mlp_layout == "separate" else 2 * channels  # the hidden size is width // R
+        hidden = width // reduction if reduction >= 1 else 0
+        if hidden < 1:
+            raise ValueError(
+                f"reduction must be in [1, {width}] for channels={channels}, mlp_layout={mlp_layout!r}: {reduction}."
+            )
+        self.mlp_layout = mlp_layout
+        self.shared = mlp_layout == "shared"
+        self.transform = DimensionTransform(channels, depth, channels, act=act)
+        self.pool = Pool[Pool.ADAPTIVEAVG, 2](1)
+        self.act = nn.ReLU()
+        self.fc1_2d = nn.Linear(2 * channels, hidden, bias=bias)
+        # with the shared layout fc1_3d is an identity and fc1_2d is the shared first layer
+        self.fc1_3d = nn.Identity() if self.shared else nn.Linear(2 * channels, hidden, bias=bias)
+        self.fc2_2d = nn.Linear(hidden, channels, bias=bias)
+        self.fc2_3d = nn.Linear(hidden, channels, bias=bias)
+
+    def forward(self, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
+        """``f3d``: (B, C, D, H, W), ``f2d``: (B, C, H, W); returns the fused (B, C, H, W) feature (Eq. 3.8)."""
+        t = self.transform(f3d)
+        g = torch.cat([self.pool(t).flatten(1), self.pool(f2d).flatten(1)], dim=1)  # Eq. 3.5
+        h2 = self.act(self.fc1_2d(g))
+        h3 = h2 if self.shared else self.act(self.fc1_3d(g))
+        w2 = torch.sigmoid(self.fc2_2d(h2))[:, :, None, None]  # Eq. 3.6
+        w3 = torch.sigmoid(self.fc2_3d(h3))[:, :, None, None]  # Eq. 3.7
+        return t * w3 + f2d * w2  # Eq. 3.8

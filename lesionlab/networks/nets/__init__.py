@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .agmr_net import AGMREncoder, AGMRNet, split_train_output
 from .dunet import DUNet
+from .tsrl_net import TSRLNet
 
-__all__ = ["DUNet"]
+__all__ = ["DUNet", "AGMRNet", "AGMREncoder", "TSRLNet", "split_train_output"]

@@ -1,4 +1,4 @@
-"""Tests of ``DimensionTransform``, ``SqueezeExcitation`` and ``SEAddFusion``."""
+"""Tests of ``DimensionTransform``, ``SqueezeExcitation``, ``SEAddFusion`` and ``CrossDimensionFusion``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from lesionlab.networks.blocks import DimensionTransform, SEAddFusion, SqueezeExcitation
+from lesionlab.networks.blocks import CrossDimensionFusion, DimensionTransform, SEAddFusion, SqueezeExcitation
 from tests.utils import check_backward, check_shape, check_torchscript, count_parameters, make_inputs
 
 # DimensionTransform: [kwargs, input (B, C, D, H, W), expected (B, C_out, H, W)]
@@ -31,6 +31,15 @@ CASES_FUSION = [
     [{"channels": 16, "depth": 2, "reduction": 4}, ((2, 16, 2, 8, 8), (2, 16, 8, 8)), (2, 16, 8, 8)],
     [{"channels": 32, "depth": 1, "reduction": 16}, ((1, 32, 1, 6, 10), (1, 32, 6, 10)), (1, 32, 6, 10)],
 ]
+
+# CrossDimensionFusion: inputs (f3d, f2d), output like f2d, both MLP layouts
+CASES_CFF = []
+for _layout in ("separate", "shared"):
+    for _c, _d, _r, _size in ((16, 2, 4, (8, 8)), (32, 1, 8, (6, 10)), (8, 4, 8, (5, 7))):
+        CASES_CFF.append(
+            [{"channels": _c, "depth": _d, "reduction": _r, "mlp_layout": _layout},
+             ((2, _c, _d, *_size), (2, _c, *_size)), (2, _c, *_size)]
+        )
 
 
 def _zero_se(se: SqueezeExcitation) -> None:
@@ -139,6 +148,94 @@ class TestSEAddFusion(unittest.TestCase):
         kwargs = {"channels": 16, "depth": 2, "reduction": 4, **bad}
         with self.assertRaises(ValueError):
             SEAddFusion(**kwargs)
+
+
+def _cff_by_hand(net: CrossDimensionFusion, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
+    """Eqs. 3.5-3.8 written out with the module's weights."""
+    t = net.transform(f3d)
+    g = torch.cat([t.mean(dim=(2, 3)), f2d.mean(dim=(2, 3))], dim=1)  # Eq. 3.5, 3D first
+
+    def lin(layer: torch.nn.Linear, v: torch.Tensor) -> torch.Tensor:
+        return v @ layer.weight.T + layer.bias
+
+    h2 = torch.relu(lin(net.fc1_2d, g))
+    h3 = h2 if net.mlp_layout == "shared" else torch.relu(lin(net.fc1_3d, g))
+    w2 = torch.sigmoid(lin(net.fc2_2d, h2))  # Eq. 3.6
+    w3 = torch.sigmoid(lin(net.fc2_3d, h3))  # Eq. 3.7
+    return t * w3[:, :, None, None] + f2d * w2[:, :, None, None]  # Eq. 3.8
+
+
+class TestCrossDimensionFusion(unittest.TestCase):
+    @parameterized.expand(CASES_CFF)
+    def test_shape(self, kwargs: dict, input_shape: tuple, expected_shape: tuple[int, ...]) -> None:
+        check_shape(CrossDimensionFusion(**kwargs), input_shape, expected_shape)
+
+    @parameterized.expand([["separate"], ["shared"]])
+    def test_backward(self, layout: str) -> None:
+        check_backward(CrossDimensionFusion(16, 2, 4, layout), ((2, 16, 2, 6, 6), (2, 16, 6, 6)))
+
+    @parameterized.expand([["separate"], ["shared"]])
+    def test_script(self, layout: str) -> None:
+        check_torchscript(CrossDimensionFusion(16, 2, 4, layout), ((2, 16, 2, 6, 6), (2, 16, 6, 6)))
+
+    @parameterized.expand([["separate"], ["shared"]])
+    def test_hand_value(self, layout: str) -> None:
+        net = CrossDimensionFusion(16, 2, 4, layout).eval()
+        f3d, f2d = make_inputs(((2, 16, 2, 6, 8), (2, 16, 6, 8)))
+        with torch.no_grad():
+            torch.testing.assert_close(net(f3d, f2d), _cff_by_hand(net, f3d, f2d), atol=1e-5, rtol=1e-5)
+
+    def test_half_gates(self) -> None:
+        # last layers zero: omega_2 = omega_3 = 0.5, so the output is 0.5 * T(f3d) + 0.5 * f2d
+        net = CrossDimensionFusion(16, 2, 4).eval()
+        with torch.no_grad():
+            for layer in (net.fc2_2d, net.fc2_3d):
+                layer.weight.zero_()
+                layer.bias.zero_()
+            f3d, f2d = make_inputs(((2, 16, 2, 6, 6), (2, 16, 6, 6)))
+            torch.testing.assert_close(net(f3d, f2d), 0.5 * net.transform(f3d) + 0.5 * f2d)
+
+    @parameterized.expand([[64, 8, "separate", True], [128, 8, "separate", True], [64, 8, "shared", True],
+                           [128, 8, "shared", False], [64, 32, "separate", False], [48, 5, "shared", True]])
+    def test_parameter_count(self, c: int, r: int, layout: str, bias: bool) -> None:
+        d = 2
+        transform = (c + 1) + (9 * d * c + c)
+        if layout == "separate":  # two MLPs 2C -> C/R -> C
+            h = c // r
+            mlp = 2 * (2 * c * h + h * c) + (2 * (h + c) if bias else 0)
+        else:  # shared 2C -> 2C/R, two heads 2C/R -> C
+            h = 2 * c // r
+            mlp = 2 * c * h + 2 * h * c + (h + 2 * c if bias else 0)
+        self.assertEqual(count_parameters(CrossDimensionFusion(c, d, r, layout, bias=bias)), transform + mlp)
+
+    def test_thesis_arithmetic(self) -> None:
+        # MLP parameters at AGMR-Net's two fusion stages (C = 64, 128; R = 8), see the class docstring
+        def mlp(c: int, layout: str, bias: bool = True, r: int = 8) -> int:
+            net = CrossDimensionFusion(c, 2, r, layout, bias=bias)
+            return count_parameters(net) - count_parameters(net.transform)
+
+        self.assertEqual([mlp(64, "separate"), mlp(128, "separate")], [3216, 12576])
+        self.assertEqual([mlp(64, "shared"), mlp(128, "shared")], [4240, 16672])
+        # §3.6.4: with R = 32 the shared layout has C^2/4 weights, the same as D-UNet's two SE blocks
+        for c in (64, 128):
+            se = SEAddFusion(c, 2, 16)
+            self.assertEqual(mlp(c, "shared", bias=False, r=32), c * c // 4)
+            self.assertEqual(count_parameters(se) - count_parameters(se.transform), c * c // 4)
+
+    def test_depth_mismatch(self) -> None:
+        with self.assertRaises(ValueError):
+            CrossDimensionFusion(16, 2, 4)(torch.zeros(1, 16, 1, 6, 6), torch.zeros(1, 16, 6, 6))
+
+    @parameterized.expand([[{"reduction": 17}], [{"reduction": 0}], [{"reduction": 33, "mlp_layout": "shared"}],
+                           [{"mlp_layout": "concat"}], [{"depth": 0}], [{"channels": 0}]])
+    def test_ill_arg(self, bad: dict) -> None:
+        kwargs = {"channels": 16, "depth": 2, "reduction": 4, **bad}
+        with self.assertRaises(ValueError):
+            CrossDimensionFusion(**kwargs)
+
+    def test_shared_allows_larger_reduction(self) -> None:
+        # hidden 2C // R: R = 17 is valid for C = 16 with the shared layout (hidden 1) but not with separate MLPs
+        self.assertEqual(CrossDimensionFusion(16, 2, 17, "shared").fc1_2d.out_features, 1)
 
 
 if __name__ == "__main__":

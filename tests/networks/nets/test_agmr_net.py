@@ -1,0 +1,251 @@
+"""Tests of ``lesionlab.networks.nets.AGMRNet`` (shape, train-mode layout, backward, TorchScript, arguments, counts)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import tempfile
+import unittest
+import warnings
+
+import torch
+import torch.nn as nn
+from parameterized import parameterized
+
+from lesionlab.networks.blocks import block_upsample
+from lesionlab.networks.nets import AGMRNet, DUNet, split_train_output
+from tests.utils import check_backward, check_shape, check_torchscript, count_parameters, make_inputs
+
+# small widths and a 2 x 2 CPA grid so that 32 x 32 inputs work (H, W multiples of 16 * grid)
+SMALL = {"features": (4, 8, 16, 32, 64), "cpa_grid": 2, "fusion_reduction": 4}
+NO_DROPOUT = {"dropout": 0.0, "mdu_dropout": 0.0}
+#: thesis Table 3.7 (and Table 4.3 for the default)
+THESIS = {(3, 5, 7, 9): 23_799_283, (3,): 12_658_163, (5,): 18_228_723, (7,): 26_584_563, (9,): 37_725_683}
+#: this implementation: the default reading and the "attended+raw" hypothesis; the gap to the thesis is constant
+GAP = {"attended": 784_482, "attended+raw": 1_122}
+SUM_9C2 = 9 * (256**2 + 128**2 + 64**2 + 32**2)  # 783,360: one more c-channel input per decoder block's first conv
+DUNET_PARAMS = 9_503_779
+
+# eval-mode shape cases: [kwargs, input shape, expected shape], built by loops over the module switches
+CASES_SHAPE = []
+for _cpa, _cff, _mdu in itertools.product((False, True), repeat=3):
+    CASES_SHAPE.append(
+        [{"use_cpa": _cpa, "use_cff": _cff, "use_mdu": _mdu, "out_channels": 2, **SMALL}, (2, 4, 32, 64),
+         (2, 2, 32, 64)]
+    )
+CASES_SHAPE += [
+    [{"in_channels": 8, **SMALL}, (1, 8, 64, 32), (1, 1, 64, 32)],
+    [{"mdu_kernels": (3,), **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
+    [{"mdu_kernels": (5, 7), **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
+    [{"skip_mode": "attended+raw", **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
+    [{"cff_mlp_layout": "shared", "cff_reduction": 16, **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
+    [{"features": (4, 8, 16, 32, 64)}, (1, 4, 96, 96), (1, 1, 96, 96)],  # default 6 x 6 grid: multiples of 96
+    [{}, (1, 4, 192, 192), (1, 1, 192, 192)],  # the paper's configuration, once
+]
+
+CASES_ILL = [
+    [{"spatial_dims": 3}],
+    [{"in_channels": 3}],
+    [{"in_channels": 6}],
+    [{"out_channels": 0}],
+    [{"features": (32, 64, 128, 256)}],
+    [{"features": (32, 64, 0, 256, 512)}],
+    [{"features": (32, 64, 128, 256, 510)}],  # 510 is not a multiple of the 4 MDU branches
+    [{"mdu_kernels": (3, 4)}],
+    [{"mdu_kernels": ()}],
+    [{"mdu_dropout": 1.0}],
+    [{"dropout": -0.1}],
+    [{"cpa_grid": 0}],
+    [{"cff_reduction": 0}],
+    [{"cff_reduction": 65}],  # 64 // 65 == 0 at stage 2 with separate MLPs
+    [{"cff_mlp_layout": "concat"}],
+    [{"use_cff": False, "fusion_reduction": 65}],
+    [{"use_mdu": False, "up_kernel_size": 2}],
+    [{"skip_mode": "raw"}],
+]
+
+
+def _count(**kwargs) -> int:
+    """Parameters of ``AGMRNet(**kwargs)`` built on the meta device (no memory, no initialisation cost)."""
+    with torch.device("meta"):
+        return count_parameters(AGMRNet(**kwargs))
+
+
+def _expected_params(kernels: tuple[int, ...], raw_skip: bool = False) -> int:
+    """AGMR-Net's count from D-UNet's, written out from seed_002.md §3.1 independently of the implementation."""
+    c_dec = (256, 128, 64, 32)  # decoder widths c; MDU input and output C_in = C' = 2c
+    total = DUNET_PARAMS
+    total -= 2 * (2 * 64 * 4) + 2 * (2 * 128 * 8)  # D-UNet's four bias-free SE blocks (ratio 16)
+    total += 3216 + 12576  # CFF MLPs 2C -> C/8 -> C twice, with biases, C = 64 and 128
+    total += 5 * (36 * 18 + 18 + 18 * 36 + 36)  # five CPA modules
+    for c in c_dec:
+        cin = 2 * c
+        total -= 9 * cin * c + c  # D-UNet's 3 x 3 up-convolution C_in -> c
+        total += sum(k * k * cin * (cin // len(kernels)) for k in kernels) + cin + 2 * cin  # MDU branches, bias, BN
+        total += 9 * (cin - c) * c  # the decoder's first conv takes C' + c = 3c instead of 2c input channels
+        if raw_skip:
+            total += 9 * c * c  # ... and one more c-channel skip tensor
+    return total
+
+
+class _LegacyMACs:
+    """thop-legacy MACs of convolutions (+1 per output with bias), BatchNorm (2 per element) and Linear layers: the
+    convention that reproduces the thesis's D-UNet figure (18,089,374,976). Pooling and activations count zero."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.total = 0
+        self.handles = [m.register_forward_hook(self._hook) for m in net.modules() if next(m.children(), None) is None]
+
+    def _hook(self, m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        x = args[0]
+        if isinstance(m, nn.modules.conv._ConvNd):
+            self.total += out.numel() * (x.shape[1] * math.prod(m.kernel_size) + (m.bias is not None))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            self.total += 2 * x.numel()
+        elif isinstance(m, nn.Linear):
+            self.total += m.in_features * out.numel()
+
+    def close(self) -> int:
+        for h in self.handles:
+            h.remove()
+        return self.total
+
+
+class TestAGMRNet(unittest.TestCase):
+    @parameterized.expand(CASES_SHAPE)
+    def test_shape(self, kwargs: dict, input_shape: tuple[int, ...], expected_shape: tuple[int, ...]) -> None:
+        check_shape(AGMRNet(**kwargs), input_shape, expected_shape)
+
+    @parameterized.expand([[True, 2], [False, 1]])
+    def test_train_output(self, use_cpa: bool, out_channels: int) -> None:
+        net = AGMRNet(out_channels=out_channels, use_cpa=use_cpa, **SMALL, **NO_DROPOUT).train()
+        x = make_inputs((2, 4, 64, 32))[0]
+        out = net(x)
+        n_cpa = 5 if use_cpa else 0
+        self.assertEqual(tuple(out.shape), (2, out_channels + n_cpa, 64, 32))
+        logits, side, cpa = AGMRNet.split_train_output(out, out_channels, n_cpa, grid=2)
+        self.assertEqual(tuple(logits.shape), (2, out_channels, 64, 32))
+        self.assertEqual(side, [])
+        self.assertEqual(len(cpa), n_cpa)
+        if use_cpa:
+            # the CPA channels are the encoder's logit maps, block-upsampled; pooling them back is exact
+            _, _, enc_logits = net.encoder(x)
+            for i in range(5):
+                torch.testing.assert_close(cpa[i], enc_logits[i])
+                torch.testing.assert_close(out[:, out_channels + i:out_channels + i + 1],
+                                           block_upsample(enc_logits[i], [64, 32]))
+
+    def test_split_train_output(self) -> None:
+        t = torch.arange(2 * 8 * 4 * 4, dtype=torch.float32).reshape(2, 8, 4, 4)
+        logits, side, cpa = split_train_output(t, out_channels=1, num_side=2, num_cpa=5)
+        self.assertTrue(torch.equal(logits, t[:, :1]))
+        self.assertEqual([s.shape[1] for s in side], [1, 1])
+        self.assertTrue(torch.equal(side[1], t[:, 2:3]))
+        self.assertTrue(torch.equal(cpa[4], t[:, 7:8]))
+        eval_out, no_side, no_cpa = split_train_output(t[:, :1], out_channels=1, num_side=2)
+        self.assertTrue(torch.equal(eval_out, t[:, :1]) and no_side == [] and no_cpa == [])
+        with self.assertRaises(ValueError):
+            split_train_output(t[:, :3], out_channels=1, num_side=2)
+
+    @parameterized.expand(
+        [[{**SMALL}], [{"use_cpa": False, "use_cff": False, "use_mdu": False, **SMALL}],
+         [{"skip_mode": "attended+raw", "cff_mlp_layout": "shared", "cff_reduction": 4, **SMALL}],
+         [{"use_cpa": True, "use_cff": False, "use_mdu": False, "in_channels": 8, **SMALL}]]
+    )
+    def test_backward(self, kwargs: dict) -> None:
+        # the CPA FC layers get gradients both through A * F + F and through the CPA channels of the output
+        check_backward(AGMRNet(**kwargs), (2, kwargs.get("in_channels", 4), 32, 32))
+
+    def test_script_eval(self) -> None:
+        check_torchscript(AGMRNet(out_channels=2, **SMALL), (2, 4, 32, 32))
+        check_torchscript(AGMRNet(use_cpa=False, use_cff=False, use_mdu=False, **SMALL), (1, 4, 32, 32))
+
+    def test_script_train(self) -> None:
+        net = AGMRNet(**SMALL, **NO_DROPOUT)
+        x = make_inputs((2, 4, 32, 32))[0]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.(script|save|load).* deprecated.*")
+            scripted = torch.jit.script(net)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "net.pt")
+                torch.jit.save(scripted, path)
+                loaded = torch.jit.load(path)
+        net.train()
+        loaded.train()
+        with torch.no_grad():
+            expected, actual = net(x), loaded(x)
+        self.assertEqual(tuple(actual.shape), (2, 6, 32, 32))
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+        loaded.eval()
+        self.assertEqual(tuple(loaded(x).shape), (2, 1, 32, 32))
+
+    @parameterized.expand(CASES_ILL)
+    def test_ill_arg(self, kwargs: dict) -> None:
+        with self.assertRaises(ValueError):
+            AGMRNet(**kwargs)
+
+    def test_size_constraint(self) -> None:
+        net = AGMRNet(features=(4, 8, 16, 32, 64)).eval()  # 6 x 6 grid: H, W multiples of 96
+        with torch.no_grad(), self.assertRaises(ValueError):
+            net(torch.zeros(1, 4, 64, 64))
+
+    def test_parameter_counts_thesis(self) -> None:
+        for skip_mode, gap in GAP.items():
+            for kernels, thesis in THESIS.items():
+                with self.subTest(skip_mode=skip_mode, kernels=kernels):
+                    count = _count(mdu_kernels=kernels, skip_mode=skip_mode)
+                    self.assertEqual(count, _expected_params(kernels, skip_mode == "attended+raw"))
+                    # the same constant gap for all five Table 3.7 variants: their differences are reproduced exactly
+                    self.assertEqual(thesis - count, gap)
+        self.assertEqual(_count(), 23_014_801)
+        self.assertEqual(_count(skip_mode="attended+raw"), 23_798_161)
+        self.assertEqual(GAP["attended"] - GAP["attended+raw"], SUM_9C2)
+        self.assertEqual(_count(mdu_kernels=(3, 3, 3, 3)), _count(mdu_kernels=(3,)))  # four 3x3 branches or one
+
+    def test_parameter_counts_ablations(self) -> None:
+        # Table 3.1 rows; all modules off is D-UNet, CPA + CFF is Table 4.1's baseline
+        self.assertEqual(_count(use_cpa=False, use_cff=False, use_mdu=False), DUNET_PARAMS)
+        self.assertEqual(_count(use_mdu=False), 9_521_201)
+        self.assertEqual(_count(use_cff=False, use_mdu=False), DUNET_PARAMS + 5 * 1350)
+        self.assertEqual(_count(use_cpa=False, use_mdu=False), DUNET_PARAMS - 5120 + 15792)
+        # shared CFF MLPs: 5,120 more (see CrossDimensionFusion)
+        self.assertEqual(_count(cff_mlp_layout="shared") - _count(), 5120)
+
+    def test_equals_dunet(self) -> None:
+        # with every module off AGMR-Net is D-UNet: D-UNet's weights load (keys prefixed) and the outputs match
+        kwargs = {"features": (4, 8, 16, 32, 64), "fusion_reduction": 4}
+        dunet = DUNet(**kwargs).eval()
+        agmr = AGMRNet(use_cpa=False, use_cff=False, use_mdu=False, **kwargs).eval()
+        prefixed = ("enc2d.", "enc3d.", "fusion.")
+        state = {("encoder." + k if k.startswith(prefixed) else k): v for k, v in dunet.state_dict().items()}
+        agmr.load_state_dict(state, strict=True)
+        x = make_inputs((2, 4, 32, 48))[0]
+        with torch.no_grad():
+            torch.testing.assert_close(agmr(x), dunet(x))
+
+    def test_thesis_macs(self) -> None:
+        # thop-legacy MACs (see AGMRNet's docstring): D-UNet's figure exactly, AGMR-Net's within the documented gaps
+        thesis = 42_872_026_884
+        results = {}
+        for name, kwargs in (("dunet", {"use_cpa": False, "use_cff": False, "use_mdu": False}), ("default", {}),
+                             ("raw", {"skip_mode": "attended+raw"})):
+            with torch.device("meta"):
+                net = AGMRNet(**kwargs).eval()
+            counter = _LegacyMACs(net)
+            with torch.no_grad():
+                net(torch.zeros(1, 4, 192, 192, device="meta"))
+            results[name] = counter.close()
+        self.assertEqual(results["dunet"], 18_089_374_976)
+        self.assertEqual(thesis - results["default"], 1_367_359_668)
+        self.assertEqual(thesis - results["raw"], 8_405_172)
+
+    def test_eval_deterministic(self) -> None:
+        net = AGMRNet(**SMALL).eval()
+        x = make_inputs((2, 4, 32, 32))[0]
+        with torch.no_grad():
+            self.assertTrue(torch.equal(net(x), net(x)))
+
+
+if __name__ == "__main__":
+    unittest.main()
