@@ -25,6 +25,7 @@ test: install
 
 bench: install
 	$(PY) bench/bench_dunet.py
+	$(PY) bench/bench_inferer.py
 
 clean:
 	rm -rf demo_output .pytest_cache
