@@ -9,3 +9,8 @@ __all__ = [
     "DEFAULT_OFFSETS", "InPlaneCropResize", "MergeMasks", "NeighbourSliceStack", "RandSlice25D", "stack_slices",
     "InPlaneCropResized", "MergeMasksd", "NeighbourSliceStackd", "RandSlice25Dd",
 ]
+
+from .array import ValidateVolume  # noqa: E402
+from .dictionary import ValidateVolumed  # noqa: E402
+
+__all__ += ["ValidateVolume", "ValidateVolumed"]

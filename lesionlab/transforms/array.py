@@ -189,3 +189,51 @@ class MergeMasks(Transform):
             return MetaTensor(out.as_tensor() if isinstance(out, MetaTensor) else out, meta=img.meta,
                               applied_operations=img.applied_operations)
         return out
+
+
+class ValidateVolume(Transform):
+    """Check a loaded channel-first volume ``(C, H, W, D)`` and pass it through unchanged, or raise a ``DataError``.
+
+    The checks of :func:`lesionlab.data.validation.check_volume` (3D, voxels present, finite values, valid affine, not
+    constant for images, values in ``label_values`` for labels) and, given a ``reference`` image, of
+    :func:`~lesionlab.data.validation.check_same_grid` (same spatial shape, affines within ``tol`` mm). The error
+    names the file from the MetaTensor's ``filename_or_obj``. Put it right after ``EnsureChannelFirst`` so that
+    broken inputs are reported before any resampling hides the problem.
+
+    Args:
+        kind: ``"image"`` or ``"label"``. Defaults to ``"image"``.
+        label_values: allowed label values (``None``: any). Defaults to ``(0, 1)``.
+        channels: expected number of channels (``None``: any), e.g. 1 to reject 4D series. Defaults to None.
+        tol: affine tolerance (mm) against the reference. Defaults to 1e-3.
+    """
+
+    def __init__(self, kind: str = "image", label_values: Sequence[float] | None = (0, 1), channels: int | None = None,
+                 tol: float = 1e-3) -> None:
+        if kind not in ("image", "label"):
+            raise ValueError(f"kind must be 'image' or 'label', got {kind!r}.")
+        self.kind, self.channels, self.tol = kind, channels, tol
+        self.label_values = None if label_values is None else tuple(label_values)
+
+    @staticmethod
+    def name_of(img: NdarrayOrTensor, default: str = "<array>") -> str:
+        """The source file of ``img`` (first one for several stacked files), else ``default``."""
+        meta = getattr(img, "meta", None) or {}
+        name = meta.get("filename_or_obj", default)
+        if isinstance(name, (list, tuple)):
+            name = name[0] if name else default
+        return str(name)
+
+    def __call__(self, img: NdarrayOrTensor, reference: NdarrayOrTensor | None = None) -> NdarrayOrTensor:
+        from lesionlab.data.validation import check_same_grid, check_volume
+
+        name = self.name_of(img)
+        affine = getattr(img, "affine", None)
+        check_volume(img, affine, name, kind=self.kind, label_values=self.label_values, channel_first=True,
+                     channels=self.channels)
+        if reference is not None:
+            check_same_grid(img.shape[1:], affine, reference.shape[1:], getattr(reference, "affine", None), name,
+                            self.name_of(reference), tol=self.tol)
+        return img
+
+
+__all__ += ["ValidateVolume"]

@@ -117,3 +117,54 @@ class MergeMasksd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.merger(d[key])
         return d
+
+
+from .array import ValidateVolume  # noqa: E402  (appended together with ValidateVolumed)
+
+
+class ValidateVolumed(MapTransform):
+    """Dictionary version of :class:`~lesionlab.transforms.array.ValidateVolume`.
+
+    Images (``keys``) and labels (``label_keys``) are checked; every label must lie on the grid of the first image
+    key present. Data pass through unchanged. In a bundle put it right after ``EnsureChannelFirstd``::
+
+        {"_target_": "lesionlab.transforms.ValidateVolumed", "keys": "image", "label_keys": "label"}
+
+    Args:
+        keys: image keys.
+        label_keys: label keys (also validated). Defaults to none.
+        label_values: allowed label values (``None``: any). Defaults to ``(0, 1)``.
+        image_channels: expected channels of each image (``None``: any). Defaults to None.
+        tol: affine tolerance (mm) between label and image. Defaults to 1e-3.
+        allow_missing_keys: skip absent keys. Defaults to False.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_keys: KeysCollection = (),
+        label_values: Sequence[float] | None = (0, 1),
+        image_channels: int | None = None,
+        tol: float = 1e-3,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        from monai.utils import ensure_tuple
+
+        images, labels = ensure_tuple(keys), ensure_tuple(label_keys)
+        super().__init__(tuple(dict.fromkeys((*images, *labels))), allow_missing_keys)
+        self.label_keys = set(labels)
+        self.image_keys = [k for k in images if k not in self.label_keys]
+        self.image_check = ValidateVolume("image", channels=image_channels, tol=tol)
+        self.label_check = ValidateVolume("label", label_values=label_values, tol=tol)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        reference = next((d[k] for k in self.image_keys if k in d), None)
+        for key in self.key_iterator(d):
+            if key in self.label_keys:
+                self.label_check(d[key], reference)
+            else:
+                self.image_check(d[key])
+        return d
+
+__all__ += ["ValidateVolumed"]
