@@ -123,7 +123,17 @@ class HistoryHandler:
                 self.history = []
 
     def _epoch_started(self, engine: Engine) -> None:
-        self._losses = []
+        # a run resumed mid-epoch keeps the losses of the iterations before the checkpoint (load_state_dict)
+        if engine.state.iteration == (engine.state.epoch - 1) * engine.state.epoch_length:
+            self._losses = []
+
+    def state_dict(self) -> dict:
+        """History and the current epoch's losses, so a resumed run writes the same curves (checkpointable)."""
+        return {"history": list(self.history), "losses": list(self._losses)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history", []))
+        self._losses = list(state.get("losses", []))
 
     def _iteration(self, engine: Engine) -> None:
         loss = self.loss_transform(engine.state.output)
