@@ -225,7 +225,7 @@ class RNGStateHandler:
             "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
             "numpy": _np_state(np.random.mtrand._rand),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda_rng_states": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "transforms": [_np_state(r) for r in self._transforms()],
         }
 
@@ -248,7 +248,7 @@ class RNGStateHandler:
         random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
         _set_np_state(np.random.mtrand._rand, s["numpy"])
         torch.set_rng_state(s["torch"].cpu())
-        cuda = list(s.get("cuda", []))
+        cuda = list(s.get("cuda_rng_states", []))
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([c.cpu() for c in cuda])
         elif cuda:
