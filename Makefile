@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lesionlab-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean monai14-env
 
 install: $(STAMP)
 
@@ -20,7 +20,17 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install
 	$(VENV)/bin/lesionlab demo --workdir demo_output
 
-test: install
+# A second venv with MONAI 1.4.0 (what MONAI Label 0.8.5 runs): the MONAI Label contract tests run the bundles'
+# inference configs there too. About a minute to create; reused afterwards.
+MONAI14_VENV ?= .venv-monai14
+MONAI14_STAMP := $(MONAI14_VENV)/.monai14-ready
+
+monai14-env: $(MONAI14_STAMP)
+
+$(MONAI14_STAMP): tools/make_monai14_env.sh setup.cfg pyproject.toml
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash tools/make_monai14_env.sh $(MONAI14_VENV)
+
+test: install monai14-env
 	$(PY) -m pytest tests -q
 
 bench: install

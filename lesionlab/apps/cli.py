@@ -16,7 +16,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from lesionlab.apps.demo import run_demo
 
     run_demo(args.workdir, n_subjects=args.n, epochs=args.epochs, slices_per_volume=args.slices_per_volume,
-             full_width=args.full_width, seed=args.seed)
+             batch_volumes=args.batch_volumes, full_width=args.full_width, seed=args.seed)
     return 0
 
 
@@ -79,6 +79,53 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_dicom(args: argparse.Namespace) -> int:
+    from lesionlab.data.dicom import synth_dicom_series
+
+    s = synth_dicom_series(args.out, n_slices=args.n_slices, modality=args.modality, size=args.size, seed=args.seed)
+    print(f"wrote {len(s.files)} {args.modality} DICOM files ({args.size}x{args.size}) to {s.folder}; "
+          f"SeriesInstanceUID {s.series_instance_uid}")
+    return 0
+
+
+def _cmd_export_archive(args: argparse.Namespace) -> int:
+    from lesionlab.apps.export import export_bundle, parse_overrides
+
+    m = export_bundle(args.bundle, args.out, ckpt=args.ckpt, random_weights=args.random_weights,
+                      overrides=parse_overrides(args.set))
+    print(f"{args.out}: {m['bundle_name']} {m['bundle_version']}, {len(m['files'])} files + manifest.json; "
+          f"TorchScript by {m['torchscript']['method']}, ONNX by the {m['onnx']['exporter']} exporter"
+          + (" -- RANDOM WEIGHTS, for testing only" if m["random_weights"] else ""))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from lesionlab.apps.export import verify_bundle
+    from lesionlab.utils import atomic_write_text
+
+    report = verify_bundle(args.bundle, strict_code=args.strict)
+    print(report.format())
+    if args.report:
+        atomic_write_text(args.report, json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ok else 1
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from lesionlab.apps.export import infer_bundle, parse_overrides
+
+    s = infer_bundle(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
+                     overrides=parse_overrides(args.set), series_uid=args.series_uid)
+    for c in s["cases"]:
+        if c["status"] == "ok":
+            print(f"ok      {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)")
+        else:
+            print(f"FAILED  {c['case']}: {c['error']}", file=sys.stderr)
+    print(f"{s['n_ok']}/{s['n_cases']} cases segmented; summary: {args.output}/summary.json")
+    return int(s["exit_code"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lesionlab", description="lesionlab: MONAI bundles for lesion segmentation.")
     p.add_argument("--version", action="version", version=f"lesionlab {__version__}")
@@ -87,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="synthesise data, train, evaluate, infer and export the D-UNet bundle on a CPU")
     d.add_argument("--workdir", default="demo_output", help="output folder (default: demo_output)")
     d.add_argument("--n", type=int, default=12, help="synthetic subjects (default: 12)")
-    d.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
-    d.add_argument("--slices-per-volume", type=int, default=16, help="2.5D samples per volume and epoch (default: 16)")
+    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    d.add_argument("--slices-per-volume", type=int, default=8, help="2.5D samples per volume and epoch (default: 8)")
+    d.add_argument("--batch-volumes", type=int, default=1, help="volumes per optimiser step (default: 1)")
     d.add_argument("--full-width", action="store_true", help="train the paper's full-width D-UNet (slower)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
@@ -102,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--layout", choices=["r1.1", "r2.0"], default="r1.1", help="ATLAS release layout (default r1.1)")
     sa.add_argument("--quiet", action="store_true", help="no progress bar")
     sa.set_defaults(func=_cmd_synth)
+    sd = ssub.add_parser("dicom", help="a synthetic brain MR (or CT) series written as real DICOM files, one per slice")
+    sd.add_argument("--out", required=True, help="output folder")
+    sd.add_argument("--n-slices", type=int, default=24, help="slices (default 24, at least 16)")
+    sd.add_argument("--modality", choices=["MR", "CT"], default="MR")
+    sd.add_argument("--size", type=int, default=64, help="rows and columns (default 64)")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.set_defaults(func=_cmd_synth_dicom)
 
     dl = sub.add_parser("datalist", help="build a MONAI datalist JSON from an ATLAS R1.1 or R2.0 folder")
     dl.add_argument("--root", required=True, help="data folder (searched recursively)")
@@ -135,6 +190,34 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")
     e.set_defaults(func=_cmd_export)
+
+    ex = sub.add_parser("export", help="write a self-contained deployment archive (weights, TorchScript, ONNX, manifest)")
+    ex.add_argument("bundle", help="bundle folder or name of a project bundle")
+    ex.add_argument("--out", required=True, help="archive to write (.zip)")
+    ex.add_argument("--ckpt", help="trained weights (default: the bundle's models/model.pt)")
+    ex.add_argument("--random-weights", action="store_true",
+                    help="export an untrained network when there are no weights (testing only; in the manifest)")
+    ex.add_argument("--set", action="append", metavar="ID=VALUE",
+                    help="write a config id into the archived configs, e.g. network_def#features=[8,16,16,32,32]")
+    ex.set_defaults(func=_cmd_export_archive)
+
+    v = sub.add_parser("verify", help="check an archive or bundle folder before deployment (exit 0 only if all pass)")
+    v.add_argument("bundle", help="archive (.zip) or bundle folder")
+    v.add_argument("--strict", action="store_true", help="fail (and run nothing) if configs execute untrusted code")
+    v.add_argument("--report", help="also write the checks as JSON to this file")
+    v.set_defaults(func=_cmd_verify)
+
+    inf = sub.add_parser("infer", help="segment images or DICOM series with an archive or bundle folder")
+    inf.add_argument("bundle", help="archive (.zip) or bundle folder")
+    inf.add_argument("--input", required=True,
+                     help="NIfTI/NRRD/MHA file, DICOM series folder, folder of inputs or datalist JSON")
+    inf.add_argument("--output", required=True, help="output folder (one file per case + summary.json)")
+    inf.add_argument("--format", choices=["nifti", "nrrd", "dicom-seg"], default="nifti",
+                     help="nifti (default), nrrd (3D Slicer .seg.nrrd) or dicom-seg (DICOM inputs only)")
+    inf.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
+    inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
+    inf.set_defaults(func=_cmd_infer)
     return p
 
 
@@ -142,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except LesionlabError as err:
+    except (LesionlabError, ValueError, OSError) as err:  # user errors: bad values, unwritable paths (fuzz-tested)
         print(f"error: {err}", file=sys.stderr)
         return 2
 

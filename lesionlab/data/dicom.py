@@ -152,7 +152,7 @@ def list_dicom_series(folder: str) -> dict[str, list[str]]:
     Raises:
         DataError: when ``folder`` is not a folder or holds no readable DICOM image series.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
     if not os.path.isdir(folder):
         raise DataError(folder, "not a folder (a DICOM series is read from the folder that holds its files)")
@@ -218,7 +218,7 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
     Raises:
         DataError: no series, an unknown ``series_uid``, a non-image series (SEG, RTSTRUCT...), inconsistent slices.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
     folder = os.path.abspath(folder)
     all_series = list_dicom_series(folder)
@@ -261,7 +261,7 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
 
 def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = None) -> DicomSeries:
     """Write one DICOM series of ``folder`` to NIfTI ``out_path`` (geometry kept; written atomically)."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
     image, series = read_dicom_series(folder, series_uid)
     suffix = ".nii.gz" if out_path.endswith(".nii.gz") else os.path.splitext(out_path)[1]
@@ -272,7 +272,7 @@ def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = N
 
 def _on_series_grid(label, reference):
     """``label`` (SimpleITK image) resampled with nearest neighbour onto ``reference``'s grid when they differ."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
     same = (
         label.GetSize() == reference.GetSize()
@@ -314,7 +314,7 @@ def write_dicom_seg(
     """
     import highdicom as hd
     import pydicom
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
     from pydicom.sr.codedict import codes
 
     from lesionlab import __version__
@@ -421,7 +421,7 @@ def synth_dicom_series(
     """
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     from lesionlab import __version__
     from lesionlab.data.synthetic import synth_volume_pair

@@ -196,7 +196,7 @@ def prepare_case(case: Case, work_dir: str) -> PreparedCase:
     Raises:
         DataError: for a missing or unreadable input.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
     if not os.path.exists(case.path):
         raise DataError(case.path, "no such file or folder")
@@ -277,7 +277,7 @@ def write_seg_nrrd(label, out_path: str, segments: Sequence[SegmentInfo]) -> str
         ``out_path``.
     """
     import nrrd
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
     if isinstance(label, (str, os.PathLike)):
         label = sitk.ReadImage(os.fspath(label))
