@@ -12,6 +12,22 @@ from lesionlab.errors import LesionlabError
 __all__ = ["main", "build_parser"]
 
 
+def _parse_overrides(items: Sequence[str] | None) -> dict:
+    """``ID=VALUE`` strings -> dict; values are Python literals when they parse as such, else strings."""
+    import ast
+
+    overrides: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise LesionlabError(f"--set expects ID=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lesionlab.apps.demo import run_demo
 
@@ -42,19 +58,9 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import ast
-
     from lesionlab.apps.bundle import run_bundle
 
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise LesionlabError(f"--set expects ID=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    overrides = _parse_overrides(args.set)
     if args.dataset_dir:
         overrides["dataset_dir"] = args.dataset_dir
     run_bundle(args.bundle, args.mode, bundle_root=args.bundle_root, **overrides)
@@ -71,7 +77,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_experiments(args: argparse.Namespace) -> int:
     from lesionlab.apps.experiments import run_table
 
-    extra = {"slices_per_volume": args.slices_per_volume} if args.slices_per_volume else {}
+    extra = _parse_overrides(args.set)
+    if args.slices_per_volume:
+        extra["slices_per_volume"] = args.slices_per_volume
     paths = run_table(args.table, args.datalist, args.workdir, epochs=args.epochs, quick=args.quick, extra=extra)
     print(open(paths["table"]).read())
     for k, v in paths.items():
@@ -127,6 +135,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lesionlab.apps.experiments import TABLES
+
     p = argparse.ArgumentParser(prog="lesionlab", description="lesionlab: MONAI bundles for lesion segmentation.")
     p.add_argument("--version", action="version", version=f"lesionlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -179,12 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiments", help="re-run the rows of a paper's tables and write them with p-values and plots")
     xsub = x.add_subparsers(dest="paper", required=True)
     xs = xsub.add_parser("stroke", help="stroke thesis (seed 002): tables 3.1, 3.2, 4.1, 4.2, 4.4")
-    xs.add_argument("--table", required=True, choices=["3.1", "3.2", "4.1", "4.2", "4.4"])
+    xs.add_argument("--table", required=True, choices=sorted(TABLES))
     xs.add_argument("--datalist", required=True, help="datalist JSON (training/validation) from `lesionlab datalist`")
     xs.add_argument("--epochs", type=int, default=150, help="training epochs per row (thesis: 150)")
     xs.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
     xs.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
     xs.add_argument("--slices-per-volume", type=int, help="2.5D samples per volume and epoch")
+    xs.add_argument("--set", action="append", metavar="ID=VALUE",
+                    help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")

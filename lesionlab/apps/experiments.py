@@ -38,6 +38,8 @@ AGMR = "brain_mri_agmrnet_stroke_segmentation"
 TSRL = "brain_mri_tsrlnet_stroke_segmentation"
 
 _Q25 = {"network_def#features": [8, 16, 32, 64, 128]}  # quarter width for the D-UNet family
+# CFF with R = 32 needs >= 32 channels at the fusion stages (2 and 3); same width for every row of Table 3.6
+_Q_CFF32 = {"network_def#features": [8, 32, 32, 64, 128]}
 
 
 @dataclass
@@ -97,6 +99,21 @@ TABLES: dict[str, dict[str, Any]] = {
         "title": "Table 3.2: AGMR-Net against previous methods (ATLAS columns)",
         "rows": _COMPARISON + [Row("AGMR-Net", AGMR, [], _p(0.754, 0.594, 0.579, 0.713, 0.468), _Q25, True)],
     },
+    "3.6": {
+        "title": "Table 3.6: CFF reduction rate R, CFF added to the D-UNet backbone (ATLAS)",
+        "rows": [
+            Row("D-UNet (baseline)", AGMR, ["ablation/t31_baseline.json"], _p(0.726, 0.548), _Q_CFF32, True),
+            Row("+CFF (R = 32)", AGMR, ["variants/cff_r32.json"], _p(0.731, 0.566), _Q_CFF32),
+            Row("+CFF (R = 8)", AGMR, ["ablation/t31_cff.json"], _p(0.734, 0.572), _Q_CFF32),
+        ],
+    },
+    "3.7": {
+        "title": "Table 3.7: MDU (kernels 3, 5, 7, 9) against single-size deconvolution (ATLAS)",
+        "rows": [Row("AGMR-Net (MDU: 3, 5, 7, 9)", AGMR, [], _p(0.754, 0.594), _Q25, True)] + [
+            Row(f"Size = {k}", AGMR, [f"variants/mdu_k{k}.json"], _p(dsc_g, dsc), _Q25)
+            for k, (dsc_g, dsc) in {3: (0.745, 0.579), 5: (0.727, 0.552), 7: (0.735, 0.578), 9: (0.753, 0.587)}.items()
+        ],
+    },
     "4.1": {
         "title": "Table 4.1: TSRL-Net ablation (baseline = AGMR-Net without MDU)",
         "rows": [
@@ -111,6 +128,14 @@ TABLES: dict[str, dict[str, Any]] = {
         "rows": _COMPARISON + [
             Row("AGMR-Net", AGMR, [], _p(0.754, 0.594, 0.579, 0.713, 0.468), _Q25),
             Row("TSRL-Net", TSRL, [], _p(0.760, 0.634, 0.650, 0.678, 0.504), _Q25, True),
+        ],
+    },
+    "4.7": {
+        "title": "Table 4.7: residual learning variants (ATLAS; all without TAL)",
+        "rows": [
+            Row("Baseline", TSRL, ["ablation/t41_baseline.json"], _p(None, 0.581, 0.569, 0.667), _Q25),
+            Row("+ Reverse Attention", TSRL, ["variants/ra_only.json"], _p(None, 0.587, 0.595, 0.647), _Q25),
+            Row("+ CRL", TSRL, ["ablation/t41_crl.json"], _p(None, 0.602, 0.605, 0.673), _Q25, True),
         ],
     },
     "4.4": {
@@ -170,14 +195,15 @@ def _run_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool, ex
 
     root = copy_bundle(bundle_path(row.bundle), os.path.join(workdir, row.slug))
     overrides = {"dataset_dir": os.path.dirname(datalist), "datalist": datalist, "bundle_root": root,
-                 "progress": False, **extra}
+                 "progress": False, "val_interval": max(epochs, 1)}
     if quick:
         overrides.update(row.quick)
+    overrides.update(extra)  # last: the caller's settings (e.g. sizes that fit its data) win over the defaults
     meta = os.path.join(root, "configs", "metadata.json")
     log = os.path.join(root, "configs", "logging.conf")
     t0 = time.time()
     run("training", meta_file=meta, config_file=_configs(root, row, "train"), logging_file=log, epochs=epochs,
-        val_interval=max(epochs, 1), **overrides)
+        **overrides)
     run("evaluating", meta_file=meta, config_file=_configs(root, row, "train", "evaluate"), logging_file=log,
         **overrides)
     with open(os.path.join(root, "eval", "metrics_summary.json")) as f:
@@ -247,14 +273,17 @@ def run_table(table_id: str, datalist: str, workdir: str, epochs: int = 150, qui
     """Run every runnable row of a table and write its markdown table, box plot and JSON into ``workdir``.
 
     Args:
-        table_id: one of ``TABLES`` ("3.1", "3.2", "4.1", "4.2", "4.4").
+        table_id: one of ``TABLES`` ("3.1", "3.2", "3.6", "3.7", "4.1", "4.2", "4.4", "4.7").
         datalist: datalist JSON with ``training`` and ``validation`` keys (``lesionlab datalist``); relative paths
             in it are resolved against its folder.
         workdir: output folder (one trained bundle copy per row).
         epochs: training epochs per row.
         quick: narrower networks (``Row.quick``) for CPU smoke runs; parameter and FLOP columns stay at paper width.
         rows: restrict to these row names.
-        extra: further config overrides for every row (e.g. ``{"slices_per_volume": 4}``).
+        extra: further config overrides for every row, applied last (after ``Row.quick``), e.g.
+            ``{"slices_per_volume": 4}``, or the in-plane sizes of small test volumes: ``{"roi_start": [0, 0],
+            "roi_end": [48, 48], "spatial_size": [96, 96]}`` (AGMR-Net / TSRL-Net need multiples of 96; ids a
+            bundle does not use, e.g. ``spatial_size`` for the 3D U-Net, are ignored by it).
     """
     if table_id not in TABLES:
         raise LesionlabError(f"unknown table {table_id!r}; choose from {sorted(TABLES)}")
