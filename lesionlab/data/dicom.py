@@ -154,15 +154,53 @@ def list_dicom_series(folder: str) -> dict[str, list[str]]:
     """
     import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
+    if not os.path.exists(folder):
+        raise DataError(folder, "no such folder")
     if not os.path.isdir(folder):
         raise DataError(folder, "not a folder (a DICOM series is read from the folder that holds its files)")
     reader = sitk.ImageSeriesReader()
-    uids = reader.GetGDCMSeriesIDs(folder)
-    series = {uid: list(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in uids}
+    try:
+        uids = reader.GetGDCMSeriesIDs(folder)
+        series = {uid: list(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in uids}
+    except RuntimeError as err:  # GDCM failing on the folder as a whole
+        raise DataError(folder, f"DICOM files in this folder cannot be listed ({str(err).strip()[-200:]})") from err
     series = {uid: files for uid, files in series.items() if files}
     if not series:
-        raise DataError(folder, "no DICOM image series found in this folder (sub-folders are not searched)")
+        candidates = _candidate_files(folder)
+        bad = next(((f, p) for f in candidates if (p := _file_problem(f)) is not None), None)
+        detail = f"; {len(candidates)} file(s) look like DICOM but none is a readable image slice" if candidates else ""
+        if bad:
+            detail += f" (e.g. {os.path.basename(bad[0])}: {bad[1]})"
+        raise DataError(folder, f"no DICOM image series found in this folder (sub-folders are not searched){detail}")
     return series
+
+
+def _candidate_files(folder: str) -> list[str]:
+    """Files directly in ``folder`` that claim to be DICOM (``.dcm`` suffix or ``DICM`` magic), hidden files aside."""
+    paths = [os.path.join(folder, e) for e in sorted(os.listdir(folder)) if not e.startswith(".")]
+    return [p for p in paths if is_dicom_file(p)]
+
+
+def _file_problem(path: str, series_uid: str | None = None) -> str | None:
+    """Why ``path`` (a file GDCM left out of every image series) is damaged, or ``None`` when it is a sound DICOM
+    object of another series (an SR, a SEG...). With ``series_uid``, a readable file of that series is damaged too
+    (its pixel data could not be read)."""
+    import pydicom
+
+    if os.path.getsize(path) == 0:
+        return "zero-byte file (empty), not a DICOM image"
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as err:  # noqa: BLE001 - any parse failure is a data problem of this file
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"not a readable DICOM file: truncated, damaged or not DICOM at all ({text[:200]})"
+    uid = ds.get("SeriesInstanceUID")
+    if not uid:
+        return "DICOM header without SeriesInstanceUID (truncated or damaged file)"
+    if series_uid is not None and str(uid) == series_uid:
+        return (f"a file of series {series_uid} whose image cannot be read (truncated or damaged pixel data, or an "
+                "unsupported encoding)")
+    return None
 
 
 def _headers(files: Sequence[str]) -> list:
@@ -185,11 +223,16 @@ def _check_geometry(folder: str, headers: Sequence) -> None:
     iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
     size = (int(first.Rows), int(first.Columns))
     for h in headers[1:]:
+        name = os.path.basename(str(getattr(h, "filename", "") or "?"))
+        if "ImageOrientationPatient" not in h or "ImagePositionPatient" not in h:
+            raise DataError(folder, f"slice {name} has no ImageOrientationPatient/ImagePositionPatient")
         if np.abs(np.asarray([float(v) for v in h.ImageOrientationPatient]) - iop).max() > _ORIENTATION_TOL:
             raise DataError(folder, f"slices of series {first.SeriesInstanceUID} have different orientations "
-                                    "(a localizer or several stacks); not one volume")
+                                    f"({name} differs; a localizer or several stacks); not one volume")
         if (int(h.Rows), int(h.Columns)) != size:
-            raise DataError(folder, f"slices of series {first.SeriesInstanceUID} have different sizes")
+            raise DataError(folder, f"slices of series {first.SeriesInstanceUID} have different sizes (rows x "
+                                    f"columns): {name} is {int(h.Rows)}x{int(h.Columns)}, the first slice "
+                                    f"{size[0]}x{size[1]}")
         if h.get("FrameOfReferenceUID") != first.get("FrameOfReferenceUID"):
             raise DataError(folder, f"slices of series {first.SeriesInstanceUID} have different frames of reference")
     if len(headers) < 2:
@@ -216,7 +259,13 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
         ``(image, series)``: a ``SimpleITK.Image`` and its :class:`DicomSeries`.
 
     Raises:
-        DataError: no series, an unknown ``series_uid``, a non-image series (SEG, RTSTRUCT...), inconsistent slices.
+        DataError: no series, an unknown ``series_uid``, a non-image series (SEG, RTSTRUCT...), inconsistent slices
+            (orientation, rows/columns, frame of reference, uneven spacing: a missing slice), a single 2D slice, image
+            data that cannot be read. A file of the folder that claims to be DICOM (``.dcm`` suffix or ``DICM``
+            magic) but is zero-byte, truncated or not DICOM at all is never skipped: the read fails with a
+            :class:`DataError` naming that file, because a damaged file in a series folder is most often a slice of
+            the series, and reading without it would give a wrong volume. Sound DICOM objects of other series (SR,
+            SEG...) are left out (logged).
     """
     import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
@@ -233,17 +282,36 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
             logger.warning("%s: %d series found, reading %s (%d files, the most); choose another with a series UID",
                            folder, len(all_series), uid, len(all_series[uid]))
     files = all_series[uid]
+    listed = {os.path.normpath(f) for fs in all_series.values() for f in fs}
+    for f in _candidate_files(folder):  # files GDCM silently left out: never ignore a damaged one
+        if os.path.normpath(f) not in listed:
+            problem = _file_problem(f, uid)
+            if problem is not None:
+                raise DataError(f, f"{problem}; it is in the DICOM series folder {folder} (remove or replace it: "
+                                   "it may be a missing slice)")
+            logger.info("%s: DICOM object of another series, not an image slice; not read", f)
     headers = _headers(files)
     modality = str(headers[0].get("Modality", ""))
     if modality.upper() in _NON_IMAGE_MODALITIES:
         raise DataError(folder, f"series {uid} is a {modality} object, not an image series")
     if len(files) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1:
-        image = sitk.ReadImage(files[0])  # one multi-frame file (e.g. NM): GDCM builds the volume
+        try:
+            image = sitk.ReadImage(files[0])  # one multi-frame file (e.g. NM): GDCM builds the volume
+        except RuntimeError as err:
+            raise DataError(files[0], "multi-frame image data cannot be read (truncated or damaged?): "
+                                      f"{str(err).strip().splitlines()[-1][:200]}") from err
     else:
+        if len(files) < 2:
+            raise DataError(folder, f"series {uid} has a single 2D slice ({os.path.basename(files[0])}); a 3D volume "
+                                    "(several slices) is expected")
         _check_geometry(folder, headers)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
-        image = reader.Execute()
+        try:
+            image = reader.Execute()
+        except RuntimeError as err:
+            raise DataError(folder, f"the image data of series {uid} cannot be read (truncated or damaged files?): "
+                                    f"{str(err).strip().splitlines()[-1][:200]}") from err
     h = headers[0]
     series = DicomSeries(
         folder=folder,
@@ -311,6 +379,7 @@ def write_dicom_seg(
 
     Raises:
         LesionlabError: when no segment is given or the source series is not single-frame.
+        DataError: naming the file, when the label image or a source slice cannot be read (``out_path`` untouched).
     """
     import highdicom as hd
     import pydicom
@@ -322,8 +391,20 @@ def write_dicom_seg(
     if not segments:
         raise LesionlabError("write_dicom_seg needs at least one segment")
     if isinstance(label, (str, os.PathLike)):
-        label = sitk.ReadImage(os.fspath(label))
-    sources = [pydicom.dcmread(f) for f in series.files]
+        path = os.fspath(label)
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise DataError(path, "label image: no such file" if not os.path.isfile(path) else "label image: zero-byte")
+        try:
+            label = sitk.ReadImage(path)
+        except RuntimeError as err:
+            raise DataError(path, "label image cannot be read, so its geometry is unknown "
+                                  f"({str(err).strip().splitlines()[-1][:200]})") from err
+    sources = []
+    for f in series.files:
+        try:
+            sources.append(pydicom.dcmread(f))
+        except Exception as err:  # noqa: BLE001 - any parse failure is a data problem of this file
+            raise DataError(f, f"source slice is not a readable DICOM file any more ({err})") from err
     if len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1:
         raise LesionlabError(f"{series.folder}: DICOM SEG output for a multi-frame source ({series.modality}) is not "
                              "supported; use --format nifti or nrrd")

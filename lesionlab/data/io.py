@@ -30,6 +30,7 @@ __all__ = [
     "PreparedCase",
     "image_kind",
     "find_cases",
+    "read_volume",
     "prepare_case",
     "segments_from_metadata",
     "label_volumes_ml",
@@ -190,8 +191,67 @@ def find_cases(path: str, series_uid: str | None = None) -> list[Case]:
     return _unique(cases)
 
 
+def _last_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return next((ln for ln in reversed(lines) if "ERROR" in ln), lines[-1] if lines else type(err).__name__)
+
+
+def read_volume(path: str, kind: str | None = None):
+    """Read an NRRD or MetaImage file as a 3D single-component SimpleITK image, or say clearly what is wrong.
+
+    A 4D image whose fourth axis has size 1 is read as its 3D volume. Floating-point images must hold finite values.
+
+    Args:
+        path: ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` file.
+        kind: ``"nrrd"`` or ``"metaimage"`` (default: from the suffix), used in messages.
+
+    Returns:
+        the ``SimpleITK.Image``.
+
+    Raises:
+        DataError: naming ``path``, for a missing, zero-byte, unparsable or truncated file, an image that is not 3D
+            (2D, 4D with several volumes) or has several components, and NaN or infinite voxels.
+    """
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+
+    label = {"nrrd": "NRRD", "metaimage": "MetaImage"}.get(kind or image_kind(path) or "", "image")
+    if not os.path.exists(path):
+        raise DataError(path, "no such file")
+    if not os.path.isfile(path):
+        raise DataError(path, f"is a folder, not a {label} file")
+    if os.path.getsize(path) == 0:
+        raise DataError(path, f"zero-byte file (empty), not a {label} image")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise DataError(path, f"not a readable {label} image: its header cannot be parsed ({_last_line(err)})") from err
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise DataError(path, f"{label} voxel data cannot be read: the file is truncated or damaged, or its data file "
+                              f"is missing ({_last_line(err)})") from err
+    size = image.GetSize()
+    if image.GetDimension() == 4 and size[3] == 1:
+        image = sitk.Extract(image, [size[0], size[1], size[2], 0], [0, 0, 0, 0])
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(path, f"expected a 3D volume with one component per voxel, got a {image.GetDimension()}D "
+                              f"image of size {list(size)} with {image.GetNumberOfComponentsPerPixel()} components")
+    arr = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(arr.dtype, np.floating):
+        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+        if n_nan or n_inf:
+            raise DataError(path, f"{n_nan} NaN and {n_inf} infinite voxels; a volume must hold finite values")
+    return image
+
+
 def prepare_case(case: Case, work_dir: str) -> PreparedCase:
     """Make ``case`` readable by a bundle: NIfTI as is, anything else converted to ``work_dir/<case_id>.nii.gz``.
+
+    NRRD and MetaImage inputs are checked by :func:`read_volume`; DICOM series by
+    :func:`lesionlab.data.dicom.read_dicom_series`. NIfTI inputs are passed on unread (the bundle's ``LoadImaged``
+    reports their problems).
 
     Raises:
         DataError: for a missing or unreadable input.
@@ -209,13 +269,7 @@ def prepare_case(case: Case, work_dir: str) -> PreparedCase:
         return PreparedCase(case, out, series)
     if case.kind not in ("nrrd", "metaimage"):
         raise DataError(case.path, f"unsupported input kind {case.kind!r}")
-    try:
-        image = sitk.ReadImage(case.path)
-    except RuntimeError as err:
-        raise DataError(case.path, f"not a readable {case.kind} image ({str(err).strip().splitlines()[-1]})") from err
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(case.path, f"expected a 3D single-component image, got {image.GetDimension()}D with "
-                                   f"{image.GetNumberOfComponentsPerPixel()} components")
+    image = read_volume(case.path, case.kind)
     with atomic_path(out, suffix=".nii.gz") as tmp:
         sitk.WriteImage(image, tmp, True)
     return PreparedCase(case, out)
@@ -258,6 +312,20 @@ def _extent(mask: np.ndarray) -> str:
     return " ".join(str(b) for b in bounds)
 
 
+def _read_label(path: str):
+    """A label image read with SimpleITK, or :class:`DataError` naming it when its geometry cannot be read."""
+    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+
+    if not os.path.isfile(path):
+        raise DataError(path, "label image: no such file")
+    if os.path.getsize(path) == 0:
+        raise DataError(path, "label image: zero-byte file (empty)")
+    try:
+        return sitk.ReadImage(path)
+    except RuntimeError as err:
+        raise DataError(path, f"label image cannot be read, so its geometry is unknown ({_last_line(err)})") from err
+
+
 def write_seg_nrrd(label, out_path: str, segments: Sequence[SegmentInfo]) -> str:
     """Write a label volume as a 3D Slicer segmentation (``.seg.nrrd``), atomically.
 
@@ -275,14 +343,18 @@ def write_seg_nrrd(label, out_path: str, segments: Sequence[SegmentInfo]) -> str
 
     Returns:
         ``out_path``.
+
+    Raises:
+        DataError: naming the label file when it cannot be read or is not 3D; ``out_path`` is then left untouched.
     """
     import nrrd
     import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
-    if isinstance(label, (str, os.PathLike)):
-        label = sitk.ReadImage(os.fspath(label))
+    source = os.fspath(label) if isinstance(label, (str, os.PathLike)) else None
+    if source is not None:
+        label = _read_label(source)
     if label.GetDimension() != 3:
-        raise DataError(None, f"a segmentation must be 3D, got {label.GetDimension()}D")
+        raise DataError(source, f"a segmentation must be 3D, got {label.GetDimension()}D")
     arr = np.transpose(sitk.GetArrayFromImage(label), (2, 1, 0))  # -> (i, j, k) = NRRD's fastest axis first
     arr = np.rint(arr).astype(np.uint8)
     direction = np.asarray(label.GetDirection(), dtype=float).reshape(3, 3)
