@@ -99,6 +99,24 @@ TABLES: dict[str, dict[str, Any]] = {
         "title": "Table 3.2: AGMR-Net against previous methods (ATLAS columns)",
         "rows": _COMPARISON + [Row("AGMR-Net", AGMR, [], _p(0.754, 0.594, 0.579, 0.713, 0.468), _Q25, True)],
     },
+    "3.4": {
+        "title": "Table 3.4: spatial attention methods, coarse (CPA) against fine (pixel-level) attention (ATLAS)",
+        "rows": [
+            Row("Attention-Unet", DUNET, ["variants/attention_unet2d.json"], _p(0.706, 0.536),
+                {"network_def#channels": [8, 16, 32, 64, 128]}),
+            Row("D-UNet + FA", AGMR, ["variants/fine_attention.json"], _p(0.724, 0.551), _Q25),
+            Row("D-UNet + CPA", AGMR, ["ablation/t31_cpa.json"], _p(0.741, 0.574), _Q25, True),
+        ],
+    },
+    "3.5": {
+        "title": "Table 3.5: CFF against common 2D/3D fusions inside AGMR-Net (ATLAS)",
+        "rows": [
+            Row("Add", AGMR, ["variants/fusion_add.json"], _p(0.750, 0.588), _Q25),
+            Row("Concatenate", AGMR, ["variants/fusion_concat.json"], _p(0.749, 0.583), _Q25),
+            Row("CFF-Concatenate", AGMR, ["variants/fusion_cff_concat.json"], _p(0.751, 0.593), _Q25),
+            Row("AGMR-Net (CFF, add)", AGMR, [], _p(0.754, 0.594), _Q25, True),
+        ],
+    },
     "3.6": {
         "title": "Table 3.6: CFF reduction rate R, CFF added to the D-UNet backbone (ATLAS)",
         "rows": [
@@ -112,6 +130,14 @@ TABLES: dict[str, dict[str, Any]] = {
         "rows": [Row("AGMR-Net (MDU: 3, 5, 7, 9)", AGMR, [], _p(0.754, 0.594), _Q25, True)] + [
             Row(f"Size = {k}", AGMR, [f"variants/mdu_k{k}.json"], _p(dsc_g, dsc), _Q25)
             for k, (dsc_g, dsc) in {3: (0.745, 0.579), 5: (0.727, 0.552), 7: (0.735, 0.578), 9: (0.753, 0.587)}.items()
+        ],
+    },
+    "3.8": {
+        "title": "Table 3.8: MDU placed at different positions (ATLAS)",
+        "rows": [
+            Row("MDU in encoder stage", AGMR, ["variants/mdu_encoder.json"], _p(0.748, 0.586), _Q25),
+            Row("MDU in skip-connection stage", AGMR, ["variants/mdu_skip.json"], _p(0.748, 0.583), _Q25),
+            Row("AGMR-Net (MDU in upsampling)", AGMR, [], _p(0.754, 0.594), _Q25, True),
         ],
     },
     "4.1": {
@@ -273,7 +299,7 @@ def run_table(table_id: str, datalist: str, workdir: str, epochs: int = 150, qui
     """Run every runnable row of a table and write its markdown table, box plot and JSON into ``workdir``.
 
     Args:
-        table_id: one of ``TABLES`` ("3.1", "3.2", "3.6", "3.7", "4.1", "4.2", "4.4", "4.7").
+        table_id: one of ``TABLES`` ("3.1", "3.2", "3.4", "3.5", "3.6", "3.7", "3.8", "4.1", "4.2", "4.4", "4.7").
         datalist: datalist JSON with ``training`` and ``validation`` keys (``lesionlab datalist``); relative paths
             in it are resolved against its folder.
         workdir: output folder (one trained bundle copy per row).

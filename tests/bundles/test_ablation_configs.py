@@ -6,6 +6,7 @@ of the network's constructor arguments (Table 3.7's differences equal the thesis
 from __future__ import annotations
 
 import glob
+import inspect
 import json
 import os
 
@@ -32,6 +33,11 @@ EXPECTED: dict[str, dict[str, tuple[dict, dict]]] = {
         "ablation/t31_cpa_cff.json": ({"use_mdu": False}, {}),
         "variants/cff_r32.json": ({"use_cpa": False, "use_mdu": False, "cff_reduction": 32}, NOCPA),
         **{f"variants/mdu_k{k}.json": ({"mdu_kernels": [k]}, {}) for k in (3, 5, 7, 9)},
+        # Table 3.4 "D-UNet + FA", Table 3.5 fusions, Table 3.8 MDU positions
+        "variants/fine_attention.json": ({"use_cpa": False, "encoder_attention": "fine", "use_cff": False,
+                                          "use_mdu": False}, NOCPA),
+        **{f"variants/fusion_{f}.json": ({"fusion": f}, {}) for f in ("add", "concat", "cff_concat")},
+        **{f"variants/mdu_{p}.json": ({"mdu_position": p}, {}) for p in ("encoder", "skip")},
     },
     TSRL: {
         "ablation/t41_baseline.json": ({"residual_attention": "none", "deep_supervision": False},
@@ -88,7 +94,12 @@ def test_override_content_changes_only_the_intended_ids(bundle, override):
     net_changes, loss_changes = EXPECTED[bundle][override]
     assert {k.split("#", 1)[1]: v for k, v in raw.items() if k.startswith("network_def#")} == net_changes
     plain_net = _plain(bundle, "train.json", "network_def")
-    assert set(net_changes) <= set(plain_net), "override names an argument the bundle's network_def does not set"
+    # an override sets arguments the bundle's network_def sets, or (the string options of the comparison rows, left at
+    # their defaults by the bundle) other arguments of the network's constructor
+    net_cls = {"lesionlab.networks.nets.AGMRNet": AGMRNet, "lesionlab.networks.nets.TSRLNet": TSRLNet}[
+        plain_net["_target_"]]
+    known = set(plain_net) | set(inspect.signature(net_cls).parameters)
+    assert set(net_changes) <= known, "override names an argument the network's constructor does not have"
     plain_loss = _plain(bundle, "train.json", "loss")
     assert raw.get("loss", plain_loss) == {**plain_loss, **loss_changes}
 

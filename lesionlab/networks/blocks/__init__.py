@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from .conv_blocks import DoubleConv, UpConv
-from .dimension_fusion import CrossDimensionFusion, DimensionTransform, SEAddFusion, SqueezeExcitation
-from .multiscale import MultiScaleDeconvUpsample
-from .patch_attention import CoarsePatchAttention, block_upsample, prior_location_map
+from .dimension_fusion import (
+    AddFusion,
+    CFFConcatFusion,
+    ConcatFusion,
+    CrossDimensionFusion,
+    DimensionTransform,
+    SEAddFusion,
+    SqueezeExcitation,
+)
+from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
+from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
 from .residual_attention import CoarseResidualLearning
 
 __all__ = [
@@ -15,9 +23,14 @@ __all__ = [
     "SqueezeExcitation",
     "SEAddFusion",
     "CrossDimensionFusion",
+    "AddFusion",
+    "ConcatFusion",
+    "CFFConcatFusion",
     "CoarsePatchAttention",
+    "FineSpatialAttention",
     "prior_location_map",
     "block_upsample",
     "MultiScaleDeconvUpsample",
+    "MultiScaleConv",
     "CoarseResidualLearning",
 ]

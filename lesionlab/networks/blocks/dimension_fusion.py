@@ -3,7 +3,8 @@
 A 2.5D network of the D-UNet family keeps a 2D encoder on the slice stack ``(B, S, H, W)`` and a 3D encoder on the
 same stack seen as a volume ``(B, 1, S, H, W)``. At a fusion stage the 3D feature ``(B, C, D, H, W)`` is turned into a
 2D feature ``(B, C, H, W)`` (:class:`DimensionTransform`) and merged with the 2D feature of the same stage, either by
-D-UNet's :class:`SEAddFusion` or by AGMR-Net's :class:`CrossDimensionFusion`.
+D-UNet's :class:`SEAddFusion` or by AGMR-Net's :class:`CrossDimensionFusion`. The "common fusion" rows of the
+thesis's Table 3.5 are :class:`AddFusion`, :class:`ConcatFusion` and :class:`CFFConcatFusion`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Act, Conv, Pool, split_args
 
-__all__ = ["DimensionTransform", "SqueezeExcitation", "SEAddFusion", "CrossDimensionFusion"]
+__all__ = [
+    "DimensionTransform", "SqueezeExcitation", "SEAddFusion", "CrossDimensionFusion", "AddFusion", "ConcatFusion",
+    "CFFConcatFusion",
+]
 
 
 class DimensionTransform(nn.Module):
@@ -180,12 +184,97 @@ class CrossDimensionFusion(nn.Module):
         self.fc2_2d = nn.Linear(hidden, channels, bias=bias)
         self.fc2_3d = nn.Linear(hidden, channels, bias=bias)
 
-    def forward(self, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
-        """``f3d``: (B, C, D, H, W), ``f2d``: (B, C, H, W); returns the fused (B, C, H, W) feature (Eq. 3.8)."""
+    def weighted(self, f3d: torch.Tensor, f2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two channel-weighted branches of Eq. 3.8, ``(3D_tfm * omega_3, 2D_fm * omega_2)``, each (B, C, H, W)."""
         t = self.transform(f3d)
         g = torch.cat([self.pool(t).flatten(1), self.pool(f2d).flatten(1)], dim=1)  # Eq. 3.5
         h2 = self.act(self.fc1_2d(g))
         h3 = h2 if self.shared else self.act(self.fc1_3d(g))
         w2 = torch.sigmoid(self.fc2_2d(h2))[:, :, None, None]  # Eq. 3.6
         w3 = torch.sigmoid(self.fc2_3d(h3))[:, :, None, None]  # Eq. 3.7
-        return t * w3 + f2d * w2  # Eq. 3.8
+        return t * w3, f2d * w2
+
+    def forward(self, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
+        """``f3d``: (B, C, D, H, W), ``f2d``: (B, C, H, W); returns the fused (B, C, H, W) feature (Eq. 3.8)."""
+        t, f = self.weighted(f3d, f2d)
+        return t + f  # Eq. 3.8
+
+
+class AddFusion(nn.Module):
+    """Plain additive 2D/3D fusion, Table 3.5's "Add" row: ``T(f3d) + f2d``, no attention.
+
+    Ma Kunpeng's thesis (2023) §3.6.3, Table 3.5 (the common fusions CFF is compared with inside AGMR-Net). ``T`` is
+    the same :class:`DimensionTransform` as in CFF (1x1x1 Conv3d to one channel, slices as channels, 3x3 Conv2d
+    ``D -> C`` + activation), so the row differs from CFF only by the missing channel attention of Eqs. 3.5-3.7.
+
+    Args:
+        channels: channels ``C`` of both the 2D and the 3D feature.
+        depth: depth ``D`` of the 3D feature.
+        act: activation of the dimension transform. Defaults to ReLU.
+    """
+
+    def __init__(self, channels: int, depth: int, act: str | tuple = "relu") -> None:
+        super().__init__()
+        self.transform = DimensionTransform(channels, depth, channels, act=act)
+
+    def forward(self, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
+        """``f3d``: (B, C, D, H, W), ``f2d``: (B, C, H, W); returns (B, C, H, W)."""
+        return self.transform(f3d) + f2d
+
+
+class ConcatFusion(nn.Module):
+    """Concatenating 2D/3D fusion, Table 3.5's "Concatenate" row: ``Conv1x1([T(f3d), f2d])``, ``2C -> C``.
+
+    Thesis §3.3 / §3.6.3: the concatenate variant "adds channels and kernels"; the simplest reading that keeps the
+    stage's width is concatenation (3D first, the order of Eq. 3.5) followed by a 1x1 convolution ``2C -> C`` with bias
+    and no normalisation or activation (so that it is a learnt linear mix, the counterpart of the plain addition).
+    ``T`` is :class:`DimensionTransform`.
+
+    Args:
+        channels: channels ``C`` of both the 2D and the 3D feature.
+        depth: depth ``D`` of the 3D feature.
+        act: activation of the dimension transform. Defaults to ReLU.
+    """
+
+    def __init__(self, channels: int, depth: int, act: str | tuple = "relu") -> None:
+        super().__init__()
+        self.transform = DimensionTransform(channels, depth, channels, act=act)
+        self.proj = Conv[Conv.CONV, 2](2 * channels, channels, kernel_size=1)
+
+    def forward(self, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
+        """``f3d``: (B, C, D, H, W), ``f2d``: (B, C, H, W); returns (B, C, H, W)."""
+        return self.proj(torch.cat([self.transform(f3d), f2d], dim=1))
+
+
+class CFFConcatFusion(CrossDimensionFusion):
+    """CFF with concatenation instead of addition, Table 3.5's "CFF-Concatenate" row.
+
+    Eqs. 3.5-3.7 of :class:`CrossDimensionFusion` unchanged (the same modules and weights), then the two weighted
+    branches ``3D_tfm * omega_3`` and ``2D_fm * omega_2`` are concatenated (3D first) and mixed by a 1x1 convolution
+    ``2C -> C`` with bias, as in :class:`ConcatFusion`, instead of Eq. 3.8's addition.
+
+    Args:
+        channels: channels ``C`` of the 2D feature and of the 3D feature.
+        depth: depth ``D`` of the 3D feature.
+        reduction: CFF reduction rate ``R``. Defaults to 8.
+        mlp_layout: ``"separate"`` or ``"shared"`` CFF MLPs. Defaults to ``"separate"``.
+        bias: biases in the fully connected layers. Defaults to True.
+        act: activation of the dimension transform. Defaults to ReLU.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        depth: int,
+        reduction: int = 8,
+        mlp_layout: str = "separate",
+        bias: bool = True,
+        act: str | tuple = "relu",
+    ) -> None:
+        super().__init__(channels, depth, reduction, mlp_layout, bias, act)
+        self.proj = Conv[Conv.CONV, 2](2 * channels, channels, kernel_size=1)
+
+    def forward(self, f3d: torch.Tensor, f2d: torch.Tensor) -> torch.Tensor:
+        """``f3d``: (B, C, D, H, W), ``f2d``: (B, C, H, W); returns (B, C, H, W)."""
+        t, f = self.weighted(f3d, f2d)
+        return self.proj(torch.cat([t, f], dim=1))

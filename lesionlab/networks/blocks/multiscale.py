@@ -1,4 +1,4 @@
-"""Multi-scale deconvolution upsampling (MDU) of AGMR-Net."""
+"""Multi-scale deconvolution upsampling (MDU) of AGMR-Net, and its same-resolution form for Table 3.8."""
 
 from __future__ import annotations
 
@@ -8,7 +8,26 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import Convolution
 
-__all__ = ["MultiScaleDeconvUpsample"]
+__all__ = ["MultiScaleDeconvUpsample", "MultiScaleConv"]
+
+
+def _check_args(
+    in_channels: int, out_channels: int | None, kernel_sizes: Sequence[int], dropout: float
+) -> tuple[tuple[int, ...], int]:
+    """Argument checks shared by the multi-scale blocks; returns ``(kernel_sizes, out_channels)`` resolved."""
+    kernel_sizes = tuple(int(k) for k in kernel_sizes)
+    out_channels = in_channels if out_channels is None else int(out_channels)
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
+    if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+        raise ValueError(f"kernel_sizes must be a non-empty sequence of positive odd integers, got {kernel_sizes}.")
+    if out_channels < len(kernel_sizes) or out_channels % len(kernel_sizes):
+        raise ValueError(
+            f"out_channels ({out_channels}) must be a positive multiple of len(kernel_sizes) ({len(kernel_sizes)})."
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+    return kernel_sizes, out_channels
 
 
 class MultiScaleDeconvUpsample(nn.Module):
@@ -58,18 +77,7 @@ class MultiScaleDeconvUpsample(nn.Module):
         norm: str | tuple = "batch",
     ) -> None:
         super().__init__()
-        kernel_sizes = tuple(int(k) for k in kernel_sizes)
-        out_channels = in_channels if out_channels is None else int(out_channels)
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
-        if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
-            raise ValueError(f"kernel_sizes must be a non-empty sequence of positive odd integers, got {kernel_sizes}.")
-        if out_channels < len(kernel_sizes) or out_channels % len(kernel_sizes):
-            raise ValueError(
-                f"out_channels ({out_channels}) must be a positive multiple of len(kernel_sizes) ({len(kernel_sizes)})."
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        kernel_sizes, out_channels = _check_args(in_channels, out_channels, kernel_sizes, dropout)
         self.kernel_sizes = kernel_sizes
         self.out_channels = out_channels
         branch = out_channels // len(kernel_sizes)
@@ -84,4 +92,59 @@ class MultiScaleDeconvUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, C_in, *S); returns (B, C', *2S), the branches concatenated in the order of ``kernel_sizes``."""
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+class MultiScaleConv(nn.Module):
+    """Same-resolution form of the MDU: parallel stride-1 convolutions with different kernel sizes, concatenated.
+
+    Thesis Table 3.8 ("MDU in encoder stage", "MDU in skip-connection stage"; Ma Kunpeng's thesis (2023) §3.6.3) moves
+    the MDU of §3.4 away from the upsampling path without saying how a stride-2 transposed convolution is used where
+    the resolution must not change. The simplest faithful reading keeps everything of :class:`MultiScaleDeconvUpsample`
+    but the upsampling: each branch ``k`` is a (non-transposed) convolution ``C_in -> C'/n``, stride 1, padding
+    ``(k - 1) / 2``, with bias, then normalisation, activation and dropout; the branches are concatenated in the order
+    of ``kernel_sizes`` to (B, C', *S). Parameters: ``sum_k k^d * C_in * C'/n + C'`` (bias) ``+ 2 C'`` (BN), the same
+    as the MDU of the same widths.
+
+    Args:
+        spatial_dims: number of spatial dimensions. Defaults to 2.
+        in_channels: input channels ``C_in``.
+        out_channels: output channels ``C'``, a multiple of ``len(kernel_sizes)``; defaults to ``in_channels``.
+        kernel_sizes: odd kernel sizes of the parallel branches. Defaults to ``(3, 5, 7, 9)``.
+        dropout: dropout rate after each branch's activation. Defaults to 0.1.
+        act: activation. Defaults to ReLU.
+        norm: normalisation. Defaults to batch norm.
+
+    Example::
+
+        >>> msc = MultiScaleConv(2, 64)
+        >>> msc(torch.randn(2, 64, 24, 20)).shape
+        torch.Size([2, 64, 24, 20])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 64,
+        out_channels: int | None = None,
+        kernel_sizes: Sequence[int] = (3, 5, 7, 9),
+        dropout: float = 0.1,
+        act: str | tuple = "relu",
+        norm: str | tuple = "batch",
+    ) -> None:
+        super().__init__()
+        kernel_sizes, out_channels = _check_args(in_channels, out_channels, kernel_sizes, dropout)
+        self.kernel_sizes = kernel_sizes
+        self.out_channels = out_channels
+        branch = out_channels // len(kernel_sizes)
+        self.branches = nn.ModuleList(
+            [
+                Convolution(spatial_dims, in_channels, branch, strides=1, kernel_size=k, act=act, norm=norm,
+                            dropout=dropout if dropout > 0 else None, adn_ordering="NAD")
+                for k in kernel_sizes
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (B, C_in, *S); returns (B, C', *S), the branches concatenated in the order of ``kernel_sizes``."""
         return torch.cat([branch(x) for branch in self.branches], dim=1)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from monai.networks.layers.factories import Pool
+from monai.networks.layers.factories import Conv, Pool
 
-__all__ = ["CoarsePatchAttention", "prior_location_map", "block_upsample"]
+__all__ = ["CoarsePatchAttention", "FineSpatialAttention", "prior_location_map", "block_upsample"]
 
 
 def block_upsample(x: torch.Tensor, size: list[int]) -> torch.Tensor:
@@ -165,3 +165,57 @@ class CoarsePatchAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"spatial_dims={self.spatial_dims}, grid={self.grid}"
 
+
+
+class FineSpatialAttention(nn.Module):
+    """Fine-grained (pixel-level) spatial attention, the "FA" of thesis Table 3.4 ("D-UNet + FA"), CBAM-style.
+
+    The thesis (§3.6.3, Table 3.4) compares its coarse patch attention with "fine-grained, pixel-level" spatial
+    attention without describing the latter; the simplest faithful reading is CBAM's spatial attention (Woo et al.,
+    "CBAM: Convolutional Block Attention Module", ECCV 2018, the reference [33] the thesis cites for Eq. 3.1), used in
+    the same residual form as CPA and without supervision:
+
+    - channel mean and channel max of ``F``, concatenated: (B, 2, *spatial);
+    - a ``k x k`` convolution ``2 -> 1`` (``k = 7`` as in CBAM, padding ``(k - 1) / 2``, no bias as in CBAM) gives the
+      logits; ``A = sigmoid(logits)``, one weight per pixel;
+    - output ``A * F + F`` (the residual form of CPA, thesis §3.2).
+
+    ``forward`` returns ``(A * F + F, logits)`` like :class:`CoarsePatchAttention`, the logits map having the input's
+    spatial size (B, 1, *spatial); AGMR-Net does not supervise it. Any spatial size is accepted.
+
+    Args:
+        spatial_dims: number of spatial dimensions (1, 2 or 3). Defaults to 2.
+        kernel_size: odd kernel size of the convolution. Defaults to 7.
+        bias: whether the convolution has a bias. Defaults to False (CBAM).
+
+    Example::
+
+        >>> fa = FineSpatialAttention(spatial_dims=2)
+        >>> out, logits = fa(torch.randn(2, 32, 48, 40))
+        >>> out.shape, logits.shape
+        (torch.Size([2, 32, 48, 40]), torch.Size([2, 1, 48, 40]))
+    """
+
+    def __init__(self, spatial_dims: int = 2, kernel_size: int = 7, bias: bool = False) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
+        self.spatial_dims = spatial_dims
+        self.kernel_size = kernel_size
+        self.conv = Conv[Conv.CONV, spatial_dims](2, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x``: (B, C, *spatial).
+
+        Returns:
+            ``(A * x + x, logits)``: the attended feature, same shape as ``x``, and the pre-sigmoid pixel attention map
+            (B, 1, *spatial).
+        """
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        logits = self.conv(desc)
+        return x * torch.sigmoid(logits) + x, logits
+
+    def extra_repr(self) -> str:
+        return f"spatial_dims={self.spatial_dims}, kernel_size={self.kernel_size}"

@@ -18,8 +18,34 @@ from lesionlab.networks.blocks import (
     UpConv,
     block_upsample,
 )
+from lesionlab.networks.blocks.dimension_fusion import AddFusion, CFFConcatFusion, ConcatFusion
+from lesionlab.networks.blocks.multiscale import MultiScaleConv
+from lesionlab.networks.blocks.patch_attention import FineSpatialAttention
 
 __all__ = ["AGMRNet", "AGMREncoder", "split_train_output"]
+
+#: values of ``encoder_attention``: CPA (thesis §3.2), CBAM-style pixel attention (Table 3.4 "FA"), none
+ENCODER_ATTENTIONS = ("cpa", "fine", "none")
+#: values of ``fusion``: CFF (§3.3), Table 3.5's "Add", "Concatenate", "CFF-Concatenate", D-UNet's SE-add
+FUSIONS = ("cff", "add", "concat", "cff_concat", "se_add")
+#: values of ``mdu_position`` (Table 3.8)
+MDU_POSITIONS = ("decoder", "encoder", "skip")
+
+
+def _resolve_switch(name: str, value: str | None, flag_name: str, flag: bool, on: str, off: str,
+                    choices: tuple[str, ...]) -> str:
+    """Resolve a string option that refines an older boolean switch.
+
+    ``value=None`` follows the boolean (``on`` if ``flag`` else ``off``); an explicit value wins, except ``on`` with
+    ``flag=False``, which is contradictory and raises.
+    """
+    if value is None:
+        return on if flag else off
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    if not flag and value == on:
+        raise ValueError(f"{flag_name}=False contradicts {name}={value!r}; leave {name} unset or choose another value.")
+    return value
 
 
 def split_train_output(
@@ -77,6 +103,29 @@ class _NoAttention(nn.Module):
         return x, x.new_zeros(0)
 
 
+def _make_attention(kind: str, grid: int) -> nn.Module:
+    """One encoder-stage attention module of kind ``kind`` (see ``ENCODER_ATTENTIONS``)."""
+    if kind == "cpa":
+        return CoarsePatchAttention(2, grid)
+    if kind == "fine":
+        return FineSpatialAttention(2, kernel_size=7)
+    return _NoAttention()
+
+
+def _make_fusion(kind: str, channels: int, depth: int, cff_reduction: int, cff_mlp_layout: str,
+                 fusion_reduction: int, act: str | tuple) -> nn.Module:
+    """One 2D/3D fusion module of kind ``kind`` (see ``FUSIONS``)."""
+    if kind == "cff":
+        return CrossDimensionFusion(channels, depth, cff_reduction, cff_mlp_layout, act=act)
+    if kind == "cff_concat":
+        return CFFConcatFusion(channels, depth, cff_reduction, cff_mlp_layout, act=act)
+    if kind == "add":
+        return AddFusion(channels, depth, act=act)
+    if kind == "concat":
+        return ConcatFusion(channels, depth, act=act)
+    return SEAddFusion(channels, depth, fusion_reduction, act=act)
+
+
 class AGMREncoder(nn.Module):
     """The encoder of AGMR-Net and TSRL-Net: D-UNet's 2D and 3D encoders with CPA at every 2D stage and CFF fusion.
 
@@ -102,6 +151,14 @@ class AGMREncoder(nn.Module):
             ``skip_mode``).
         act: activation.
         norm: normalisation.
+        encoder_attention: ``"cpa"``, ``"fine"`` (:class:`~lesionlab.networks.blocks.patch_attention.
+            FineSpatialAttention`, unsupervised) or ``"none"``; ``None`` follows ``use_cpa``. The modules are in
+            ``self.cpa`` whatever their kind.
+        fusion: ``"cff"``, ``"add"``, ``"concat"``, ``"cff_concat"`` or ``"se_add"``; ``None`` follows ``use_cff``.
+        stage_mdu_kernels: when given, a :class:`~lesionlab.networks.blocks.multiscale.MultiScaleConv` with these
+            kernels (``C -> C``, same resolution) is applied to the output of stages 1-4 after CPA and fusion, before
+            the skip and the pooling (``self.stage_mdu``; Table 3.8's "MDU in encoder stage").
+        stage_mdu_dropout: dropout of each branch of those blocks.
     """
 
     def __init__(
@@ -118,10 +175,19 @@ class AGMREncoder(nn.Module):
         raw_skips: bool = False,
         act: str | tuple = "relu",
         norm: str | tuple = "batch",
+        encoder_attention: str | None = None,
+        fusion: str | None = None,
+        stage_mdu_kernels: Sequence[int] | None = None,
+        stage_mdu_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         features = tuple(int(f) for f in features)
-        self.use_cpa = use_cpa
+        attention = _resolve_switch("encoder_attention", encoder_attention, "use_cpa", use_cpa, "cpa", "none",
+                                    ENCODER_ATTENTIONS)
+        fusion = _resolve_switch("fusion", fusion, "use_cff", use_cff, "cff", "se_add", FUSIONS)
+        self.encoder_attention = attention
+        self.fusion_kind = fusion
+        self.use_cpa = attention == "cpa"
         self.raw_skips = raw_skips
         self.pool2d = Pool[Pool.MAX, 2](kernel_size=2)
         self.pool3d = Pool[Pool.MAX, 3](kernel_size=2)
@@ -133,17 +199,16 @@ class AGMREncoder(nn.Module):
         chans3d = (1,) + features[:3]
         self.enc3d = nn.ModuleList([DoubleConv(3, chans3d[i], chans3d[i + 1], act=act, norm=norm) for i in range(3)])
         # slice depth of the 3D feature at stages 2 and 3: S/2 and S/4
-        if use_cff:
-            fusion: list[nn.Module] = [
-                CrossDimensionFusion(features[i], in_channels // 2**i, cff_reduction, cff_mlp_layout, act=act)
-                for i in (1, 2)
-            ]
-        else:
-            fusion = [SEAddFusion(features[i], in_channels // 2**i, fusion_reduction, act=act) for i in (1, 2)]
-        self.fusion = nn.ModuleList(fusion)
+        self.fusion = nn.ModuleList(
+            [_make_fusion(fusion, features[i], in_channels // 2**i, cff_reduction, cff_mlp_layout, fusion_reduction,
+                          act) for i in (1, 2)]
+        )
         # parameter-free stand-ins keep forward scriptable (constant ModuleList indices) and the state dict unchanged
-        self.cpa = nn.ModuleList(
-            [CoarsePatchAttention(2, cpa_grid) if use_cpa else _NoAttention() for _ in range(5)]
+        self.cpa = nn.ModuleList([_make_attention(attention, cpa_grid) for _ in range(5)])
+        self.stage_mdu = nn.ModuleList(
+            [nn.Identity() if stage_mdu_kernels is None else
+             MultiScaleConv(2, features[i], features[i], stage_mdu_kernels, stage_mdu_dropout, act, norm)
+             for i in range(4)]
         )
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
@@ -163,14 +228,16 @@ class AGMREncoder(nn.Module):
 
         r1 = self.enc2d[0](x)
         e1, a1 = self.cpa[0](r1)
+        e1 = self.stage_mdu[0](e1)
         r2 = self.enc2d[1](self.pool2d(e1))
         e2, a2 = self.cpa[1](r2)
-        e2 = self.fusion[0](t2, e2)
+        e2 = self.stage_mdu[1](self.fusion[0](t2, e2))
         r3 = self.enc2d[2](self.pool2d(e2))
         e3, a3 = self.cpa[2](r3)
-        e3 = self.fusion[1](t3, e3)
+        e3 = self.stage_mdu[2](self.fusion[1](t3, e3))
         r4 = self.enc2d[3](self.pool2d(e3))
         e4, a4 = self.cpa[3](r4)
+        e4 = self.stage_mdu[3](e4)
         r5 = self.enc2d[4](self.pool2d(e4))
         e5, a5 = self.cpa[4](r5)
 
@@ -184,7 +251,12 @@ class AGMREncoder(nn.Module):
 
 
 class _DecoderBlock(nn.Module):
-    """Upsampling (MDU or D-UNet's up-convolution), concatenation with the skip, ``DoubleConv`` to ``out_channels``."""
+    """Upsampling (MDU or D-UNet's up-convolution), concatenation with the skip, ``DoubleConv`` to ``out_channels``.
+
+    ``mdu_position="decoder"``: the MDU upsamples; ``"skip"``: D-UNet's up-convolution upsamples and a same-resolution
+    :class:`~lesionlab.networks.blocks.multiscale.MultiScaleConv` (``self.skip_mdu``) processes the skip feature
+    before the concatenation; ``"encoder"``: D-UNet's up-convolution only (the multi-scale blocks are in the encoder).
+    """
 
     def __init__(
         self,
@@ -197,9 +269,13 @@ class _DecoderBlock(nn.Module):
         up_kernel_size: int,
         act: str | tuple,
         norm: str | tuple,
+        mdu_position: str = "decoder",
     ) -> None:
         super().__init__()
-        if use_mdu:  # C' = C_in (ambiguity 19)
+        self.skip_mdu: nn.Module = nn.Identity()
+        if use_mdu and mdu_position == "skip":
+            self.skip_mdu = MultiScaleConv(2, skip_channels, skip_channels, mdu_kernels, mdu_dropout, act, norm)
+        if use_mdu and mdu_position == "decoder":  # C' = C_in (ambiguity 19)
             self.up: nn.Module = MultiScaleDeconvUpsample(2, in_channels, in_channels, mdu_kernels, mdu_dropout, act,
                                                           norm)
             up_channels = in_channels
@@ -209,12 +285,13 @@ class _DecoderBlock(nn.Module):
         self.conv = DoubleConv(2, up_channels + skip_channels, out_channels, act=act, norm=norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([self.up(x), skip], dim=1))
+        return self.conv(torch.cat([self.up(x), self.skip_mdu(skip)], dim=1))
 
 
 def _check_common_args(
     spatial_dims: int, in_channels: int, out_channels: int, features: Sequence[int], cpa_grid: int, dropout: float,
     mdu_dropout: float, mdu_kernels: Sequence[int], use_mdu: bool, skip_mode: str, skip_modes: tuple[str, ...],
+    mdu_position: str = "decoder",
 ) -> tuple[int, ...]:
     """Argument checks shared by ``AGMRNet`` and ``TSRLNet``; returns ``features`` as a tuple of ints."""
     if spatial_dims != 2:
@@ -233,22 +310,30 @@ def _check_common_args(
     if not 0.0 <= mdu_dropout < 1.0:
         raise ValueError(f"mdu_dropout must be in [0, 1), got {mdu_dropout}.")
     kernels = tuple(int(k) for k in mdu_kernels)
+    if mdu_position not in MDU_POSITIONS:
+        raise ValueError(f"mdu_position must be one of {MDU_POSITIONS}, got {mdu_position!r}.")
+    if not use_mdu and mdu_position != "decoder":
+        raise ValueError(f"use_mdu=False contradicts mdu_position={mdu_position!r}.")
     if use_mdu:
         if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
             raise ValueError(f"mdu_kernels must be a non-empty sequence of positive odd integers, got {kernels}.")
-        bad = [f for f in feats[1:] if f % len(kernels)]
-        if bad:
-            raise ValueError(f"with use_mdu, features[1:] must be multiples of len(mdu_kernels)={len(kernels)}, "
-                             f"got {feats[1:]}.")
+        # the MDU's width: decoder inputs (stages 5..2) in the decoder, stage outputs 1..4 in the encoder / skips
+        which, widths = ("features[1:]", feats[1:]) if mdu_position == "decoder" else ("features[:4]", feats[:4])
+        if [f for f in widths if f % len(kernels)]:
+            raise ValueError(f"with use_mdu and mdu_position={mdu_position!r}, {which} must be multiples of "
+                             f"len(mdu_kernels)={len(kernels)}, got {widths}.")
     if skip_mode not in skip_modes:
         raise ValueError(f"skip_mode must be one of {skip_modes}, got {skip_mode!r}.")
     return feats
 
 
 def _check_fusion_args(features: tuple[int, ...], use_cff: bool, cff_reduction: int, cff_mlp_layout: str,
-                       fusion_reduction: int) -> None:
+                       fusion_reduction: int, fusion: str | None = None) -> None:
     """Checks of the fusion arguments, naming the network's argument rather than the block's."""
-    if use_cff:
+    kind = _resolve_switch("fusion", fusion, "use_cff", use_cff, "cff", "se_add", FUSIONS)
+    if kind in ("add", "concat"):
+        return
+    if kind in ("cff", "cff_concat"):
         if cff_mlp_layout not in ("separate", "shared"):
             raise ValueError(f"cff_mlp_layout must be 'separate' or 'shared', got {cff_mlp_layout!r}.")
         width = 1 if cff_mlp_layout == "separate" else 2
@@ -285,9 +370,40 @@ class AGMRNet(nn.Module):
     rows of Table 3.1; Table 3.4's "D-UNet + CPA"; Table 4.1's baseline is ``use_mdu=False``), ``cff_reduction``
     (Table 3.6, R = 8 / 32) and ``mdu_kernels`` (Table 3.7: ``(3, 5, 7, 9)``, ``(3,)``, ``(5,)``, ``(7,)``, ``(9,)``).
     With all three off the network is ``DUNet`` (same modules, same 9,503,779 parameters; a D-UNet state dict loads
-    after prefixing ``enc2d.``, ``enc3d.``, ``fusion.`` with ``encoder.``). Not implemented, because the thesis does not
-    describe them and any version would be invented: Table 3.4's fine attention "D-UNet + FA", Table 3.5's plain
-    "Add" / "Concatenate" / "CFF-Concatenate" fusions and Table 3.8's "MDU in the encoder / skip-connection stage".
+    after prefixing ``enc2d.``, ``enc3d.``, ``fusion.`` with ``encoder.``). The other comparison rows are the string
+    options ``encoder_attention``, ``fusion`` and ``mdu_position`` (below).
+
+    Other comparison rows (Tables 3.4, 3.5, 3.8; the thesis names them but gives no architecture, so each is the
+    simplest reading that changes only the compared module, documented here and in the blocks):
+        - Table 3.4 "D-UNet + FA" (fine-grained, pixel-level spatial attention): ``encoder_attention="fine"`` with
+          ``use_cff=False, use_mdu=False``. At each of the five encoder stages, in CPA's place,
+          :class:`~lesionlab.networks.blocks.patch_attention.FineSpatialAttention`: CBAM's spatial attention (ref.
+          [33], the source of Eq. 3.1's channel average): channel mean and max -> 7 x 7 conv ``2 -> 1`` without bias ->
+          sigmoid -> ``A * F + F`` (CPA's residual form). It is not supervised (no prior map exists at pixel level
+          other than the label itself, and the row is introduced as unsupervised attention), so the train-mode output
+          has no attention channels and the loss has no CPA term. 98 parameters per stage: 9,504,269 in all.
+          ``use_cpa`` still works: ``encoder_attention=None`` (default) means ``"cpa"`` if ``use_cpa`` else ``"none"``;
+          an explicit value wins, and ``use_cpa=False`` with ``encoder_attention="cpa"`` is rejected.
+        - Table 3.5 (fusions inside AGMR-Net, CPA and MDU kept): ``fusion="add"``
+          (:class:`~lesionlab.networks.blocks.dimension_fusion.AddFusion`, dimension transform of the 3D feature plus
+          the 2D feature, no attention; 22,999,009 parameters), ``"concat"``
+          (:class:`~lesionlab.networks.blocks.dimension_fusion.ConcatFusion`, ``[T(f3d), f2d]`` -> 1 x 1 conv
+          ``2C -> C`` with bias, no norm / activation; 23,040,161), ``"cff_concat"``
+          (:class:`~lesionlab.networks.blocks.dimension_fusion.CFFConcatFusion`, CFF's two channel weightings Eqs.
+          3.5-3.7, then the same concatenation and 1 x 1 conv instead of Eq. 3.8's add; 23,055,953). ``"cff"`` is
+          the default and ``"se_add"`` D-UNet's fusion; ``fusion=None`` (default) follows ``use_cff`` (``"cff"`` /
+          ``"se_add"``), an explicit value wins, and ``use_cff=False`` with ``fusion="cff"`` is rejected.
+        - Table 3.8 (MDU position, CPA and CFF kept): ``mdu_position="encoder"`` or ``"skip"``. A stride-2 transposed
+          convolution cannot keep the resolution, so the MDU becomes its same-resolution form
+          :class:`~lesionlab.networks.blocks.multiscale.MultiScaleConv` (the ``mdu_kernels`` branches as stride-1
+          convolutions ``C -> C/n``, each with bias, BN, ReLU, dropout ``mdu_dropout``, concatenated), and the
+          decoder upsamples with D-UNet's 3 x 3 up-convolution (``up_kernel_size``). "encoder": one block on each
+          of the encoder stages 1-4 after CPA and fusion, before the skip and the pooling (``self.encoder.stage_mdu``;
+          C = 32, 64, 128, 256, the widths that the four decoder MDUs would serve); "skip": one block on each skip
+          feature before the concatenation (``self.decoder[i].skip_mdu``; same widths, the pooled path is left
+          alone). Both have 13,091,281 parameters (the four blocks at C = 32..256 have a quarter of the weights of
+          the decoder MDUs at C = 64..512). ``features[:4]`` must then be multiples of ``len(mdu_kernels)``;
+          ``use_mdu=False`` with a position other than ``"decoder"`` is rejected.
 
     Decisions on the thesis's gaps (seed_002.md §9):
         - 7: ReLU between CPA's FC layers (36 -> 18 -> 36 with biases);
@@ -356,6 +472,11 @@ class AGMRNet(nn.Module):
             output before CPA/fusion, concatenated; the parameter-gap hypothesis above). Defaults to ``"attended"``.
         act: activation. Defaults to ReLU.
         norm: normalisation. Defaults to batch norm.
+        encoder_attention: ``"cpa"``, ``"fine"`` or ``"none"`` (see "Other comparison rows"); ``None`` follows
+            ``use_cpa``. Defaults to None.
+        fusion: ``"cff"``, ``"add"``, ``"concat"``, ``"cff_concat"`` or ``"se_add"``; ``None`` follows ``use_cff``.
+            Defaults to None.
+        mdu_position: ``"decoder"``, ``"encoder"`` or ``"skip"`` (only with ``use_mdu``). Defaults to ``"decoder"``.
 
     Example::
 
@@ -388,24 +509,36 @@ class AGMRNet(nn.Module):
         skip_mode: str = "attended",
         act: str | tuple = "relu",
         norm: str | tuple = "batch",
+        encoder_attention: str | None = None,
+        fusion: str | None = None,
+        mdu_position: str = "decoder",
     ) -> None:
         super().__init__()
         feats = _check_common_args(spatial_dims, in_channels, out_channels, features, cpa_grid, dropout, mdu_dropout,
-                                   mdu_kernels, use_mdu, skip_mode, ("attended", "attended+raw"))
-        _check_fusion_args(feats, use_cff, cff_reduction, cff_mlp_layout, fusion_reduction)
-        if not use_mdu and (up_kernel_size < 1 or up_kernel_size % 2 == 0):
+                                   mdu_kernels, use_mdu, skip_mode, ("attended", "attended+raw"), mdu_position)
+        attention = _resolve_switch("encoder_attention", encoder_attention, "use_cpa", use_cpa, "cpa", "none",
+                                    ENCODER_ATTENTIONS)
+        fusion = _resolve_switch("fusion", fusion, "use_cff", use_cff, "cff", "se_add", FUSIONS)
+        _check_fusion_args(feats, use_cff, cff_reduction, cff_mlp_layout, fusion_reduction, fusion)
+        up_conv = not use_mdu or mdu_position != "decoder"
+        if up_conv and (up_kernel_size < 1 or up_kernel_size % 2 == 0):
             raise ValueError(f"up_kernel_size must be a positive odd integer, got {up_kernel_size}.")
         self.out_channels = out_channels
-        self.use_cpa = use_cpa
+        self.encoder_attention = attention
+        self.fusion_kind = fusion
+        self.mdu_position = mdu_position if use_mdu else "none"
+        self.use_cpa = attention == "cpa"
         self.cpa_grid = cpa_grid
-        self.num_cpa = 5 if use_cpa else 0
+        self.num_cpa = 5 if self.use_cpa else 0
         raw = skip_mode == "attended+raw"
+        stage_mdu = mdu_kernels if use_mdu and mdu_position == "encoder" else None
         self.encoder = AGMREncoder(in_channels, feats, use_cpa, use_cff, cpa_grid, cff_reduction, cff_mlp_layout,
-                                   fusion_reduction, dropout, raw, act, norm)
+                                   fusion_reduction, dropout, raw, act, norm, attention, fusion, stage_mdu,
+                                   mdu_dropout)
         self.decoder = nn.ModuleList(
             [
                 _DecoderBlock(feats[i], feats[i - 1] * (2 if raw else 1), feats[i - 1], use_mdu, mdu_kernels,
-                              mdu_dropout, up_kernel_size, act, norm)
+                              mdu_dropout, up_kernel_size, act, norm, mdu_position)
                 for i in (4, 3, 2, 1)
             ]
         )
@@ -415,8 +548,9 @@ class AGMRNet(nn.Module):
         """``x``: (B, S, H, W) slice stack.
 
         Returns:
-            eval mode: logits (B, out_channels, H, W); train mode with CPA: (B, out_channels + 5, H, W), the logits and
-            the five block-upsampled CPA logit maps (see the class docstring and :meth:`split_train_output`).
+            eval mode: logits (B, out_channels, H, W); train mode with CPA (not with fine attention):
+            (B, out_channels + 5, H, W), the logits and the five block-upsampled CPA logit maps (see the class docstring
+            and :meth:`split_train_output`).
         """
         skips, f, cpa_logits = self.encoder(x)
         for i, block in enumerate(self.decoder):

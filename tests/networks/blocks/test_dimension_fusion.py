@@ -8,6 +8,7 @@ import torch
 from parameterized import parameterized
 
 from lesionlab.networks.blocks import CrossDimensionFusion, DimensionTransform, SEAddFusion, SqueezeExcitation
+from lesionlab.networks.blocks.dimension_fusion import AddFusion, CFFConcatFusion, ConcatFusion
 from tests.utils import check_backward, check_shape, check_torchscript, count_parameters, make_inputs
 
 # DimensionTransform: [kwargs, input (B, C, D, H, W), expected (B, C_out, H, W)]
@@ -236,6 +237,55 @@ class TestCrossDimensionFusion(unittest.TestCase):
     def test_shared_allows_larger_reduction(self) -> None:
         # hidden 2C // R: R = 17 is valid for C = 16 with the shared layout (hidden 1) but not with separate MLPs
         self.assertEqual(CrossDimensionFusion(16, 2, 17, "shared").fc1_2d.out_features, 1)
+
+
+
+class TestTable35Fusions(unittest.TestCase):
+    """Table 3.5's common fusions: ``AddFusion``, ``ConcatFusion``, ``CFFConcatFusion``."""
+
+    @parameterized.expand([[AddFusion], [ConcatFusion], [CFFConcatFusion]])
+    def test_shape_backward_script(self, cls: type) -> None:
+        block = cls(8, 2)
+        check_shape(block, ((2, 8, 2, 12, 10), (2, 8, 12, 10)), (2, 8, 12, 10))
+        check_backward(block, ((2, 8, 2, 12, 10), (2, 8, 12, 10)))
+        check_torchscript(block, ((1, 8, 2, 6, 6), (1, 8, 6, 6)))
+
+    def test_hand_values(self) -> None:
+        f3d, f2d = make_inputs(((2, 8, 2, 6, 5), (2, 8, 6, 5)))
+        add, concat, cffc = AddFusion(8, 2), ConcatFusion(8, 2), CFFConcatFusion(8, 2, reduction=4)
+        with torch.no_grad():
+            torch.testing.assert_close(add(f3d, f2d), add.transform(f3d) + f2d)
+            cat = torch.cat([concat.transform(f3d), f2d], dim=1)
+            expected = torch.einsum("oc,bchw->bohw", concat.proj.weight[:, :, 0, 0], cat)
+            torch.testing.assert_close(concat(f3d, f2d), expected + concat.proj.bias[None, :, None, None])
+            # CFF-Concatenate: the two CFF-weighted branches, concatenated, mixed by the 1x1 conv
+            t, f = cffc.weighted(f3d, f2d)
+            torch.testing.assert_close(CrossDimensionFusion.forward(cffc, f3d, f2d), t + f)
+            torch.testing.assert_close(cffc(f3d, f2d), cffc.proj(torch.cat([t, f], dim=1)))
+
+    def test_parameter_counts(self) -> None:
+        c, d = 64, 2
+        transform = count_parameters(DimensionTransform(c, d, c))
+        proj = 2 * c * c + c
+        self.assertEqual(count_parameters(AddFusion(c, d)), transform)
+        self.assertEqual(count_parameters(ConcatFusion(c, d)), transform + proj)
+        for layout in ("separate", "shared"):
+            self.assertEqual(count_parameters(CFFConcatFusion(c, d, 8, layout)),
+                             count_parameters(CrossDimensionFusion(c, d, 8, layout)) + proj)
+
+    def test_ill_arg(self) -> None:
+        for cls in (AddFusion, ConcatFusion, CFFConcatFusion):
+            with self.assertRaises(ValueError):
+                cls(0, 2)
+        with self.assertRaises(ValueError):
+            CFFConcatFusion(8, 2, mlp_layout="concat")
+        with self.assertRaises(ValueError):
+            CFFConcatFusion(8, 2, reduction=9)
+
+    def test_depth_mismatch(self) -> None:
+        for block in (AddFusion(8, 2), ConcatFusion(8, 2), CFFConcatFusion(8, 2)):
+            with self.assertRaises(ValueError):
+                block(torch.zeros(1, 8, 1, 6, 6), torch.zeros(1, 8, 6, 6))
 
 
 if __name__ == "__main__":

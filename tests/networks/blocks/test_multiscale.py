@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from parameterized import parameterized
 
 from lesionlab.networks.blocks import MultiScaleDeconvUpsample
+from lesionlab.networks.blocks.multiscale import MultiScaleConv
 from tests.utils import check_backward, check_shape, check_torchscript, count_parameters, make_inputs
 
 # [kwargs, input shape, expected shape]: every size doubles, C' = C_in unless out_channels is given
@@ -98,6 +99,50 @@ class TestMultiScaleDeconvUpsample(unittest.TestCase):
         kwargs = {"spatial_dims": 2, "in_channels": 8, **bad}
         with self.assertRaises(ValueError):
             MultiScaleDeconvUpsample(**kwargs)
+
+
+
+class TestMultiScaleConv(unittest.TestCase):
+    """``MultiScaleConv``: the MDU's branches as stride-1 convolutions (Table 3.8's encoder / skip positions)."""
+
+    @parameterized.expand(
+        [[{"spatial_dims": d, "in_channels": 8, "out_channels": cout, "kernel_sizes": k}, (2, 8, *size),
+          (2, cout or 8, *size)]
+         for d, size in ((2, (5, 6)), (3, (3, 4, 5)), (1, (7,)))
+         for k, cout in (((3, 5, 7, 9), None), ((3,), None), ((5, 7), 6))]
+    )
+    def test_shape(self, kwargs: dict, input_shape: tuple[int, ...], expected_shape: tuple[int, ...]) -> None:
+        check_shape(MultiScaleConv(**kwargs), input_shape, expected_shape)
+
+    def test_backward_script(self) -> None:
+        check_backward(MultiScaleConv(2, 8), (2, 8, 9, 7))
+        check_torchscript(MultiScaleConv(2, 8, kernel_sizes=(3, 5)), (2, 8, 9, 7))
+
+    def test_hand_value(self) -> None:
+        # without dropout, in eval mode: each branch is conv (stride 1, padding (k-1)/2) -> BN (running stats) -> ReLU
+        msc = MultiScaleConv(2, 4, kernel_sizes=(3, 5), dropout=0.0).eval()
+        x = make_inputs((2, 4, 8, 6))[0]
+        parts = []
+        for k, branch in zip((3, 5), msc.branches):
+            conv, bn = branch.conv, branch.adn.N
+            y = F.conv2d(x, conv.weight, conv.bias, padding=(k - 1) // 2)
+            parts.append(torch.relu(F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)))
+        with torch.no_grad():
+            torch.testing.assert_close(msc(x), torch.cat(parts, dim=1))
+
+    def test_parameter_count_equals_mdu(self) -> None:
+        for kernels in ((3, 5, 7, 9), (3,), (7,)):
+            with torch.device("meta"):
+                same = count_parameters(MultiScaleConv(2, 64, 64, kernels))
+                up = count_parameters(MultiScaleDeconvUpsample(2, 64, 64, kernels))
+            self.assertEqual(same, up)
+            self.assertEqual(same, sum(k * k * 64 * (64 // len(kernels)) for k in kernels) + 3 * 64)
+
+    @parameterized.expand([[{"kernel_sizes": (3, 4)}], [{"kernel_sizes": ()}], [{"out_channels": 6}],
+                           [{"in_channels": 0}], [{"dropout": 1.0}]])
+    def test_ill_arg(self, bad: dict) -> None:
+        with self.assertRaises(ValueError):
+            MultiScaleConv(**{"spatial_dims": 2, "in_channels": 8, **bad})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from parameterized import parameterized
 
 from lesionlab.networks.blocks import CoarsePatchAttention, block_upsample, prior_location_map
+from lesionlab.networks.blocks.patch_attention import FineSpatialAttention
 from tests.utils import check_backward, check_torchscript, count_parameters, make_inputs
 
 # [kwargs, input shape]; the output is (same shape, (B, 1, grid, ..., grid))
@@ -143,6 +144,54 @@ class TestBlockUpsample(unittest.TestCase):
     def test_ill_size(self, size: list[int]) -> None:
         with self.assertRaises(ValueError):
             block_upsample(torch.zeros(1, 1, 2, 3), size)
+
+
+
+class TestFineSpatialAttention(unittest.TestCase):
+    """``FineSpatialAttention``: Table 3.4's "FA", CBAM spatial attention in CPA's residual form ``A * F + F``."""
+
+    @parameterized.expand([[1, (2, 3, 10)], [2, (2, 5, 12, 7)], [3, (1, 4, 4, 6, 5)]])
+    def test_shape(self, dims: int, input_shape: tuple[int, ...]) -> None:
+        fa = FineSpatialAttention(dims).eval()
+        with torch.no_grad():
+            out, logits = fa(make_inputs(input_shape)[0])
+        self.assertEqual(tuple(out.shape), input_shape)
+        self.assertEqual(tuple(logits.shape), (input_shape[0], 1, *input_shape[2:]))
+
+    @parameterized.expand([[2, (2, 3, 9, 8)], [3, (1, 2, 4, 5, 6)]])
+    def test_backward(self, dims: int, input_shape: tuple[int, ...]) -> None:
+        check_backward(FineSpatialAttention(dims), input_shape)
+
+    def test_script(self) -> None:
+        check_torchscript(FineSpatialAttention(2), (2, 3, 12, 10))
+        check_torchscript(FineSpatialAttention(3, kernel_size=3, bias=True), (1, 2, 4, 6, 5))
+
+    def test_zero_weights_half_gate(self) -> None:
+        fa = FineSpatialAttention(2)
+        torch.nn.init.zeros_(fa.conv.weight)
+        x = make_inputs((2, 4, 9, 11))[0]
+        with torch.no_grad():
+            out, logits = fa(x)
+        torch.testing.assert_close(logits, torch.zeros(2, 1, 9, 11))
+        torch.testing.assert_close(out, 1.5 * x)  # A = sigmoid(0) = 0.5
+
+    def test_hand_value(self) -> None:
+        fa = FineSpatialAttention(2, kernel_size=3)
+        x = make_inputs((2, 4, 6, 5))[0]
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values], dim=1)
+        attention = torch.sigmoid(F.conv2d(desc, fa.conv.weight, padding=1))
+        with torch.no_grad():
+            out, _ = fa(x)
+            torch.testing.assert_close(out, attention * x + x)
+
+    def test_parameter_count(self) -> None:
+        self.assertEqual(count_parameters(FineSpatialAttention(2)), 2 * 49)
+        self.assertEqual(count_parameters(FineSpatialAttention(3, kernel_size=3, bias=True)), 2 * 27 + 1)
+
+    @parameterized.expand([[{"spatial_dims": 4}], [{"kernel_size": 4}], [{"kernel_size": 0}]])
+    def test_ill_arg(self, kwargs: dict) -> None:
+        with self.assertRaises(ValueError):
+            FineSpatialAttention(**kwargs)
 
 
 if __name__ == "__main__":

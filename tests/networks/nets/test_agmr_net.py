@@ -247,5 +247,116 @@ class TestAGMRNet(unittest.TestCase):
             self.assertTrue(torch.equal(net(x), net(x)))
 
 
+
+# the other comparison rows (Tables 3.4, 3.5, 3.8) as constructor options: [name, kwargs, CPA channels in train mode]
+NEW_OPTIONS = [
+    ["fine", {"encoder_attention": "fine", "use_cff": False, "use_mdu": False}, 0],  # Table 3.4 "D-UNet + FA"
+    ["fine_full", {"encoder_attention": "fine"}, 0],
+    ["no_attention", {"encoder_attention": "none"}, 0],
+    ["add", {"fusion": "add"}, 5],  # Table 3.5
+    ["concat", {"fusion": "concat"}, 5],
+    ["cff_concat", {"fusion": "cff_concat"}, 5],
+    ["se_add", {"fusion": "se_add"}, 5],
+    ["mdu_encoder", {"mdu_position": "encoder"}, 5],  # Table 3.8
+    ["mdu_skip", {"mdu_position": "skip"}, 5],
+    ["mdu_skip_raw", {"mdu_position": "skip", "skip_mode": "attended+raw"}, 5],
+]
+
+
+class TestAGMRNetComparisonRows(unittest.TestCase):
+    """``encoder_attention``, ``fusion`` and ``mdu_position``: Tables 3.4, 3.5 and 3.8 by constructor arguments."""
+
+    @parameterized.expand(NEW_OPTIONS)
+    def test_shape_eval_and_train(self, _name: str, kwargs: dict, n_cpa: int) -> None:
+        net = AGMRNet(out_channels=2, **kwargs, **SMALL, **NO_DROPOUT)
+        check_shape(net, (2, 4, 32, 64), (2, 2, 32, 64))
+        net.train()
+        out = net(make_inputs((2, 4, 32, 64))[0])
+        self.assertEqual(tuple(out.shape), (2, 2 + n_cpa, 32, 64))
+        self.assertEqual(net.num_cpa, n_cpa)
+
+    @parameterized.expand(NEW_OPTIONS)
+    def test_backward(self, _name: str, kwargs: dict, _n_cpa: int) -> None:
+        check_backward(AGMRNet(**kwargs, **SMALL), (2, 4, 32, 32))
+
+    @parameterized.expand(NEW_OPTIONS)
+    def test_script(self, _name: str, kwargs: dict, _n_cpa: int) -> None:
+        check_torchscript(AGMRNet(**kwargs, **SMALL), (1, 4, 32, 32))
+
+    def test_fine_attention_any_multiple_of_16(self) -> None:
+        # no patch grid: the CPA size constraint (multiples of 16 * grid) does not apply
+        net = AGMRNet(encoder_attention="fine", features=(4, 8, 16, 32, 64)).eval()
+        with torch.no_grad():
+            self.assertEqual(tuple(net(torch.zeros(1, 4, 48, 80)).shape), (1, 1, 48, 80))
+
+    def test_modules(self) -> None:
+        from lesionlab.networks.blocks import CoarsePatchAttention, CrossDimensionFusion, SEAddFusion, UpConv
+        from lesionlab.networks.blocks.dimension_fusion import AddFusion, CFFConcatFusion, ConcatFusion
+        from lesionlab.networks.blocks.multiscale import MultiScaleConv
+        from lesionlab.networks.blocks.patch_attention import FineSpatialAttention
+
+        net = AGMRNet(encoder_attention="fine", **SMALL)
+        self.assertTrue(all(isinstance(m, FineSpatialAttention) for m in net.encoder.cpa))
+        self.assertTrue(all(isinstance(m, CoarsePatchAttention) for m in AGMRNet(**SMALL).encoder.cpa))
+        for fusion, cls in (("cff", CrossDimensionFusion), ("add", AddFusion), ("concat", ConcatFusion),
+                            ("cff_concat", CFFConcatFusion), ("se_add", SEAddFusion)):
+            self.assertTrue(all(type(m) is cls for m in AGMRNet(fusion=fusion, **SMALL).encoder.fusion), fusion)
+        enc = AGMRNet(mdu_position="encoder", **SMALL)
+        self.assertEqual([m.out_channels for m in enc.encoder.stage_mdu], [4, 8, 16, 32])
+        self.assertTrue(all(isinstance(b.up, UpConv) and isinstance(b.skip_mdu, nn.Identity) for b in enc.decoder))
+        skip = AGMRNet(mdu_position="skip", **SMALL)
+        self.assertEqual([b.skip_mdu.out_channels for b in skip.decoder], [32, 16, 8, 4])
+        self.assertTrue(all(isinstance(m, nn.Identity) for m in skip.encoder.stage_mdu))
+
+    def test_backward_compatible_switches(self) -> None:
+        # use_cpa / use_cff keep their meaning; the string options default to them
+        self.assertEqual(AGMRNet(use_cpa=False, **SMALL).encoder_attention, "none")
+        self.assertEqual(AGMRNet(use_cff=False, **SMALL).fusion_kind, "se_add")
+        self.assertEqual(AGMRNet(**SMALL).encoder_attention, "cpa")
+        self.assertEqual(AGMRNet(**SMALL).fusion_kind, "cff")
+        self.assertEqual(_count(use_cpa=False), _count(encoder_attention="none"))
+        self.assertEqual(_count(use_cff=False), _count(fusion="se_add"))
+        self.assertEqual(set(AGMRNet(use_cff=False, **SMALL).state_dict()),
+                         set(AGMRNet(fusion="se_add", **SMALL).state_dict()))
+        # the explicit option wins over the default flag
+        self.assertEqual(AGMRNet(use_cpa=True, encoder_attention="fine", **SMALL).num_cpa, 0)
+        # the state dict of the defaults is unchanged by the new (parameter-free) stand-ins
+        self.assertFalse([k for k in AGMRNet(**SMALL).state_dict() if "stage_mdu" in k or "skip_mdu" in k])
+
+    @parameterized.expand(
+        [[{"encoder_attention": "patch"}, "('cpa', 'fine', 'none')"],
+         [{"fusion": "mul"}, "('cff', 'add', 'concat', 'cff_concat', 'se_add')"],
+         [{"mdu_position": "bottleneck"}, "('decoder', 'encoder', 'skip')"],
+         [{"use_cpa": False, "encoder_attention": "cpa"}, "use_cpa=False"],
+         [{"use_cff": False, "fusion": "cff"}, "use_cff=False"],
+         [{"use_mdu": False, "mdu_position": "skip"}, "use_mdu=False"],
+         [{"mdu_position": "encoder", "features": (30, 64, 128, 256, 512)}, "features[:4]"],
+         [{"mdu_position": "skip", "up_kernel_size": 2}, "up_kernel_size"],
+         [{"fusion": "cff_concat", "cff_reduction": 65}, "cff_reduction"]]
+    )
+    def test_ill_option(self, kwargs: dict, message: str) -> None:
+        with self.assertRaises(ValueError) as ctx:
+            AGMRNet(**kwargs)
+        self.assertIn(message, str(ctx.exception))
+
+    def test_parameter_counts(self) -> None:
+        # defaults unchanged
+        self.assertEqual(_count(), 23_014_801)
+        self.assertEqual(_count(use_cpa=False, use_cff=False, use_mdu=False), DUNET_PARAMS)
+        self.assertEqual(_count(use_mdu=False), 9_521_201)
+        # Table 3.4: D-UNet + FA = D-UNet + five 7x7 convs 2 -> 1 without bias
+        self.assertEqual(_count(encoder_attention="fine", use_cff=False, use_mdu=False), DUNET_PARAMS + 5 * 98)
+        # Table 3.5: CFF's MLPs removed (add); + a 1x1 conv 2C -> C at C = 64, 128 (concat, cff_concat)
+        cff_mlps, proj = 3216 + 12576, (2 * 64 * 64 + 64) + (2 * 128 * 128 + 128)
+        self.assertEqual(_count(fusion="add"), 23_014_801 - cff_mlps)
+        self.assertEqual(_count(fusion="concat"), 23_014_801 - cff_mlps + proj)
+        self.assertEqual(_count(fusion="cff_concat"), 23_014_801 + proj)
+        # Table 3.8: AGMR-Net without MDU + MultiScaleConv(C -> C) at C = 32, 64, 128, 256
+        msc = sum(sum(k * k * c * (c // 4) for k in (3, 5, 7, 9)) + 3 * c for c in (32, 64, 128, 256))
+        self.assertEqual(_count(mdu_position="encoder"), 9_521_201 + msc)
+        self.assertEqual(_count(mdu_position="skip"), 9_521_201 + msc)
+        self.assertEqual(_count(mdu_position="encoder"), 13_091_281)
+
+
 if __name__ == "__main__":
     unittest.main()
