@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lesionlab.errors import LesionlabError
+from lesionlab.utils import atomic_write_text
 
 __all__ = ["BUNDLES_DIR", "bundle_path", "copy_bundle", "run_bundle", "export_torchscript", "set_config_values"]
 
@@ -64,8 +65,7 @@ def set_config_values(bundle: str, values: Mapping[str, Any], configs: tuple[str
             for p in parts[:-1]:
                 node = node[p]
             node[parts[-1]] = value
-        with open(path, "w") as f:
-            json.dump(cfg, f, indent=4)
+        atomic_write_text(path, json.dumps(cfg, indent=4))
 
 
 def run_bundle(bundle: str, mode: str = "train", bundle_root: str | None = None, **overrides: Any) -> None:

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from lesionlab.apps.bundle import copy_bundle, export_torchscript, run_bundle, set_config_values
+from lesionlab.utils import atomic_write_text
 
 __all__ = ["run_demo", "DEMO_BUNDLE"]
 
@@ -58,8 +59,7 @@ def run_demo(
     want = {"n": n_subjects, "seed": seed}
     if not (os.path.exists(marker) and json.load(open(marker)) == want):
         synth_atlas(data_dir, n=n_subjects, seed=seed, layout="r1.1", progress=True)
-        with open(marker, "w") as f:
-            json.dump(want, f)
+        atomic_write_text(marker, json.dumps(want))
     datalist_path = os.path.join(data_dir, "datalist.json")
     datalist = build_datalist(data_dir, datalist_path, version="r1.1", val_fraction=0.2, seed=seed)
     print(f"      datalist: {len(datalist['training'])} training / {len(datalist['validation'])} held-out subjects")
@@ -133,8 +133,7 @@ def run_demo(
             "torchscript": ts_path,
         },
     }
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    atomic_write_text(os.path.join(workdir, "summary.json"), json.dumps(result, indent=2))
     print("\n" + open(os.path.join(eval_dir, "metrics_table.md")).read())
     print(f"demo finished in {result['wall_time_s']:.0f} s; outputs:")
     for k, v in result["paths"].items():
