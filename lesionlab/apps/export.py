@@ -1088,7 +1088,7 @@ def infer_bundle(
             :func:`lesionlab.data.io.find_cases`).
         output_dir: folder for the outputs (created).
         fmt: one of :data:`OUTPUT_FORMATS`.
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        device: ``cpu`` or a CUDA device such as ``cuda`` or ``cuda:N``.
         overrides: config ids of the inference config to override (``{"roi_start": [4, 4]}``).
         series_uid: series to read from DICOM folders holding several.
 

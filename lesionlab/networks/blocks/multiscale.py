@@ -30,6 +30,24 @@ def _check_args(
     return kernel_sizes, out_channels
 
 
+def _make_branches(
+    spatial_dims: int, in_channels: int, out_channels: int, kernel_sizes: tuple[int, ...], dropout: float,
+    act: str | tuple, norm: str | tuple, transposed: bool,
+) -> nn.ModuleList:
+    """One Conv (transposed, stride 2, when ``transposed``; else stride 1) -> Norm -> Act -> Dropout per kernel size,
+    each with ``out_channels / len(kernel_sizes)`` channels."""
+    branch = out_channels // len(kernel_sizes)
+    # transposed: padding (k-1)/2 and output_padding stride-1 = 1 give 2x the size; ADN order N -> A -> D
+    return nn.ModuleList(
+        [
+            Convolution(spatial_dims, in_channels, branch, strides=2 if transposed else 1, kernel_size=k, act=act,
+                        norm=norm, dropout=dropout if dropout > 0 else None, is_transposed=transposed,
+                        adn_ordering="NAD")
+            for k in kernel_sizes
+        ]
+    )
+
+
 class MultiScaleDeconvUpsample(nn.Module):
     """Parallel stride-2 transposed convolutions with different kernel sizes, concatenated (MDU, thesis §3.4).
 
@@ -80,15 +98,8 @@ class MultiScaleDeconvUpsample(nn.Module):
         kernel_sizes, out_channels = _check_args(in_channels, out_channels, kernel_sizes, dropout)
         self.kernel_sizes = kernel_sizes
         self.out_channels = out_channels
-        branch = out_channels // len(kernel_sizes)
-        # Convolution: padding (k-1)/2 and output_padding stride-1 = 1 give 2x the size; ADN order N -> A -> D
-        self.branches = nn.ModuleList(
-            [
-                Convolution(spatial_dims, in_channels, branch, strides=2, kernel_size=k, act=act, norm=norm,
-                            dropout=dropout if dropout > 0 else None, is_transposed=True, adn_ordering="NAD")
-                for k in kernel_sizes
-            ]
-        )
+        self.branches = _make_branches(spatial_dims, in_channels, out_channels, kernel_sizes, dropout, act, norm,
+                                       transposed=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, C_in, *S); returns (B, C', *2S), the branches concatenated in the order of ``kernel_sizes``."""
@@ -136,14 +147,8 @@ class MultiScaleConv(nn.Module):
         kernel_sizes, out_channels = _check_args(in_channels, out_channels, kernel_sizes, dropout)
         self.kernel_sizes = kernel_sizes
         self.out_channels = out_channels
-        branch = out_channels // len(kernel_sizes)
-        self.branches = nn.ModuleList(
-            [
-                Convolution(spatial_dims, in_channels, branch, strides=1, kernel_size=k, act=act, norm=norm,
-                            dropout=dropout if dropout > 0 else None, adn_ordering="NAD")
-                for k in kernel_sizes
-            ]
-        )
+        self.branches = _make_branches(spatial_dims, in_channels, out_channels, kernel_sizes, dropout, act, norm,
+                                       transposed=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, C_in, *S); returns (B, C', *S), the branches concatenated in the order of ``kernel_sizes``."""
