@@ -46,9 +46,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_datalist(args: argparse.Namespace) -> int:
-    from lesionlab.pipelines.datalist import build_datalist
+def _cmd_synth_isles(args: argparse.Namespace) -> int:
+    from lesionlab.data.synthetic import synth_isles2015
 
+    cases = synth_isles2015(args.out, n=args.n, seed=args.seed, shape=tuple(args.shape), progress=not args.quiet)
+    print(f"wrote {len(cases)} synthetic ISLES 2015 SISS cases (.mha, {'x'.join(map(str, args.shape))}) to {args.out}; "
+          "see NOTICE_MNI152.txt there")
+    return 0
+
+
+def _cmd_datalist(args: argparse.Namespace) -> int:
+    from lesionlab.pipelines.datalist import build_datalist, build_isles_datalist
+
+    if args.dataset == "isles2015":
+        folds = args.folds or 5
+        d = build_isles_datalist(args.root, args.out, folds=folds, seed=args.seed)
+        print(f"{args.out}: {len(d['training'])} ISLES 2015 cases in {folds} cross-validation folds")
+        return 0
     d = build_datalist(args.root, args.out, version=args.version, val_fraction=args.val_fraction, folds=args.folds,
                        seed=args.seed, strict=not args.skip_incomplete)
     n_val = len(d.get("validation", []))
@@ -160,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--layout", choices=["r1.1", "r2.0"], default="r1.1", help="ATLAS release layout (default r1.1)")
     sa.add_argument("--quiet", action="store_true", help="no progress bar")
     sa.set_defaults(func=_cmd_synth)
+    si = ssub.add_parser("isles", help="ISLES 2015 SISS-layout T1 + lesion .mha files, skull-stripped, from MNI152")
+    si.add_argument("--out", required=True, help="output folder")
+    si.add_argument("--n", type=int, default=10, help="number of cases (default: 10)")
+    si.add_argument("--seed", type=int, default=0)
+    si.add_argument("--shape", type=int, nargs=3, default=[230, 230, 154], help="volume size (default 230 230 154)")
+    si.add_argument("--quiet", action="store_true", help="no progress bar")
+    si.set_defaults(func=_cmd_synth_isles)
     sd = ssub.add_parser("dicom", help="a synthetic brain MR (or CT) series written as real DICOM files, one per slice")
     sd.add_argument("--out", required=True, help="output folder")
     sd.add_argument("--n-slices", type=int, default=24, help="slices (default 24, at least 16)")
@@ -171,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("datalist", help="build a MONAI datalist JSON from an ATLAS R1.1 or R2.0 folder")
     dl.add_argument("--root", required=True, help="data folder (searched recursively)")
     dl.add_argument("--out", required=True, help="datalist JSON to write")
+    dl.add_argument("--dataset", choices=["atlas", "isles2015"], default="atlas",
+                    help="atlas (R1.1/R2.0, 80/20 split or --folds) or isles2015 (5-fold CV, the thesis's protocol)")
     dl.add_argument("--version", choices=["auto", "r1.1", "r2.0"], default="auto")
     dl.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction of subjects (default 0.2)")
     dl.add_argument("--folds", type=int, default=0, help="k folds instead of one split (default: none)")
