@@ -24,6 +24,7 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from lesionlab.errors import DataError
+from lesionlab.utils import atomic_write_text
 
 __all__ = ["MNI152_NOTICE", "SYNTHETIC_README", "synth_atlas", "synth_volume_pair"]
 
@@ -377,6 +378,21 @@ def _save(array: np.ndarray, affine: np.ndarray, path: str) -> None:
     nib.save(img, path)
 
 
+
+def _prepare_output_folder(out_dir: str | os.PathLike, readme: str) -> str:
+    """Create the output folder and write the MNI152 notice and the data set's README into it (atomically)."""
+    out = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DataError(out, "exists and is not a folder")
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(
+        os.path.join(out, "NOTICE_MNI152.txt"),
+        "The images in this folder are derived from the MNI ICBM152 2009a nonlinear symmetric T1 template\n"
+        "(as distributed with nilearn), which is covered by the following notice:\n\n" + MNI152_NOTICE + "\n",
+    )
+    atomic_write_text(os.path.join(out, "README.txt"), readme)
+    return out
+
 def synth_atlas(
     out_dir: str | os.PathLike,
     n: int = 12,
@@ -422,18 +438,7 @@ def synth_atlas(
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     if int(n) < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    out = os.path.abspath(os.fspath(out_dir))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise DataError(out, "exists and is not a folder")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "NOTICE_MNI152.txt"), "w", encoding="utf-8") as fh:
-        fh.write(
-            "The images in this folder are derived from the MNI ICBM152 2009a nonlinear symmetric T1 template\n"
-            "(as distributed with nilearn), which is covered by the following notice:\n\n"
-        )
-        fh.write(MNI152_NOTICE + "\n")
-    with open(os.path.join(out, "README.txt"), "w", encoding="utf-8") as fh:
-        fh.write(SYNTHETIC_README)
+    out = _prepare_output_folder(out_dir, SYNTHETIC_README)
 
     tpl = _template()
     used: set[str] = set()
@@ -647,18 +652,7 @@ def synth_isles2015(
     if len(shape) != 3 or min(int(s) for s in shape) < 8:
         raise ValueError(f"shape must be 3 sides of at least 8 voxels, got {tuple(shape)}")
     grid = (int(shape[0]), int(shape[1]), int(shape[2]))
-    out = os.path.abspath(os.fspath(out_dir))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise DataError(out, "exists and is not a folder")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "NOTICE_MNI152.txt"), "w", encoding="utf-8") as fh:
-        fh.write(
-            "The images in this folder are derived from the MNI ICBM152 2009a nonlinear symmetric T1 template\n"
-            "(as distributed with nilearn), which is covered by the following notice:\n\n"
-        )
-        fh.write(MNI152_NOTICE + "\n")
-    with open(os.path.join(out, "README.txt"), "w", encoding="utf-8") as fh:
-        fh.write(SYNTHETIC_ISLES_README)
+    out = _prepare_output_folder(out_dir, SYNTHETIC_ISLES_README)
 
     tpl = _template()
     direction = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
