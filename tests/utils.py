@@ -139,8 +139,13 @@ def _assert_outputs_close(expected: Any, actual: Any, atol: float, what: str) ->
         torch.testing.assert_close(a, e, atol=atol, rtol=1e-5, msg=lambda m, i=i: f"{what}: output {i}: {m}")
 
 
-def check_torchscript(net: nn.Module, input_shape: ShapeLike, atol: float = 1e-5) -> torch.jit.ScriptModule:
-    """Script ``net``, save it to a temporary file, load it back and compare its eval-mode outputs with ``net``'s.
+def check_torchscript(
+    net: nn.Module, input_shape: ShapeLike, atol: float = 1e-5, train: bool = False
+) -> torch.jit.ScriptModule:
+    """Script ``net``, save it to a temporary file, load it back and compare its outputs with ``net``'s.
+
+    Outputs are compared in eval mode, or in train mode with ``train=True`` (networks whose train-mode output
+    carries deep-supervision channels; use dropout 0 so the two runs are comparable).
 
     ``torch.jit.script`` is deprecated in recent torch releases but is still what MONAI bundles export
     (``ckpt_export``), so its deprecation warning is silenced here; any other warning passes through.
@@ -149,12 +154,13 @@ def check_torchscript(net: nn.Module, input_shape: ShapeLike, atol: float = 1e-5
         net: module under test.
         input_shape: one shape, or one shape per positional input.
         atol: absolute tolerance of the comparison.
+        train: compare train-mode outputs instead of eval-mode ones.
 
     Returns:
-        the reloaded scripted module.
+        the reloaded scripted module (in the mode that was compared).
     """
     was_training = net.training
-    net.eval()
+    net.train(train)
     try:
         inputs = make_inputs(input_shape)
         with warnings.catch_warnings():
@@ -164,7 +170,7 @@ def check_torchscript(net: nn.Module, input_shape: ShapeLike, atol: float = 1e-5
                 path = os.path.join(tmp, "net.pt")
                 torch.jit.save(scripted, path)
                 loaded = torch.jit.load(path, map_location="cpu")
-        loaded.eval()
+        loaded.train(train)
         with torch.no_grad():
             expected = net(*inputs)
             actual = loaded(*inputs)
