@@ -91,6 +91,7 @@ class DicomSeries:
     patient_id: str = ""
     series_description: str = ""
     other_series: dict[str, int] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
 
     def info(self) -> dict[str, object]:
         """JSON-serialisable description (no file list) for reports."""
@@ -104,6 +105,7 @@ class DicomSeries:
             "patient_id": self.patient_id,
             "series_description": self.series_description,
             "other_series": dict(self.other_series),
+            "assumptions": list(self.assumptions),
         }
 
 
@@ -248,12 +250,36 @@ def _check_geometry(folder: str, headers: Sequence) -> None:
                                 "missing slices or a variable-thickness series cannot be read as one volume")
 
 
-def read_dicom_series(folder: str, series_uid: str | None = None):
+def _geometry_missing(header) -> list[str]:
+    """What a series' first header lacks of its geometry: pixel spacing and/or orientation (single- or multi-frame
+    attributes, top level or in the shared/per-frame functional groups)."""
+
+    def find(keyword: str, group: str) -> bool:
+        if keyword in header:
+            return True
+        for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            items = header.get(seq) or []
+            if items and group in items[0] and items[0][group].value and keyword in items[0][group][0]:
+                return True
+        return False
+
+    missing = []
+    if not find("PixelSpacing", "PixelMeasuresSequence"):
+        missing.append("PixelSpacing")
+    if not find("ImageOrientationPatient", "PlaneOrientationSequence"):
+        missing.append("ImageOrientationPatient")
+    return missing
+
+
+def read_dicom_series(folder: str, series_uid: str | None = None, spacing: Sequence[float] | None = None):
     """Read one DICOM image series of ``folder`` as a SimpleITK image (LPS geometry kept) and describe it.
 
     Args:
         folder: folder with the series' files (not searched recursively).
         series_uid: ``SeriesInstanceUID`` to read; default: the series with the most files.
+        spacing: explicit voxel spacing (mm, x y z) for a series whose headers have no PixelSpacing or orientation;
+            without it such a series is refused (GDCM would read it as 1 x 1 x 1 mm with an identity direction).
+            The assumption is recorded in :attr:`DicomSeries.assumptions`.
 
     Returns:
         ``(image, series)``: a ``SimpleITK.Image`` and its :class:`DicomSeries`.
@@ -294,6 +320,16 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
     modality = str(headers[0].get("Modality", ""))
     if modality.upper() in _NON_IMAGE_MODALITIES:
         raise DataError(folder, f"series {uid} is a {modality} object, not an image series")
+    missing = _geometry_missing(headers[0])
+    assumptions: list[str] = []
+    if missing and spacing is None:
+        raise DataError(files[0] if len(files) == 1 else folder,
+                        f"series {uid} has no {' and no '.join(missing)}: voxel size and direction would be invented "
+                        "(read as 1 x 1 x 1 mm), so lesion volumes in mL would be wrong. Give the spacing explicitly "
+                        "(lesionlab infer --spacing X Y Z) to use it anyway")
+    if missing:
+        assumptions.append(f"series has no {' and no '.join(missing)}: voxel spacing {list(spacing)} mm given by the "
+                           "user" + (", identity direction assumed" if "ImageOrientationPatient" in missing else ""))
     if len(files) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1:
         try:
             image = sitk.ReadImage(files[0])  # one multi-frame file (e.g. NM): GDCM builds the volume
@@ -323,15 +359,22 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
         patient_id=str(h.get("PatientID", "")),
         series_description=str(h.get("SeriesDescription", "")),
         other_series={u: len(f) for u, f in all_series.items() if u != uid},
+        assumptions=assumptions,
     )
+    if missing:
+        image.SetSpacing([float(v) for v in spacing])  # type: ignore[union-attr] - given when missing
+        if "ImageOrientationPatient" in missing:
+            image.SetDirection(np.eye(3).ravel().tolist())
     return image, series
 
 
-def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = None) -> DicomSeries:
-    """Write one DICOM series of ``folder`` to NIfTI ``out_path`` (geometry kept; written atomically)."""
+def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = None,
+                          spacing: Sequence[float] | None = None) -> DicomSeries:
+    """Write one DICOM series of ``folder`` to NIfTI ``out_path`` (geometry kept; written atomically); ``spacing``
+    as in :func:`read_dicom_series`."""
     import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
-    image, series = read_dicom_series(folder, series_uid)
+    image, series = read_dicom_series(folder, series_uid, spacing)
     suffix = ".nii.gz" if out_path.endswith(".nii.gz") else os.path.splitext(out_path)[1]
     with atomic_path(out_path, suffix=suffix) as tmp:
         sitk.WriteImage(image, tmp, True)

@@ -15,7 +15,7 @@ from .dictionary import ValidateVolumed  # noqa: E402
 
 __all__ += ["ValidateVolume", "ValidateVolumed"]
 
-from .array import RegisterToTemplate  # noqa: E402
-from .dictionary import RegisterToTemplated  # noqa: E402
+from .array import RegisterToTemplate, ValidateHeader  # noqa: E402
+from .dictionary import RegisterToTemplated, ValidateHeaderd  # noqa: E402
 
-__all__ += ["RegisterToTemplate", "RegisterToTemplated"]
+__all__ += ["RegisterToTemplate", "RegisterToTemplated", "ValidateHeader", "ValidateHeaderd"]

@@ -385,3 +385,28 @@ class RegisterToTemplate(InvertibleTransform):
 
 
 __all__ += ["RegisterToTemplate"]
+
+
+class ValidateHeader(Transform):
+    """Check an image file's header before it is loaded (put it before ``LoadImage``); the path passes unchanged.
+
+    :func:`lesionlab.data.headers.check_image_header`: declared voxel count, spacing > 0, orientation present (unless
+    ``spacing`` is given), data length. Anything that is not a path (an image already in memory, as MONAI Label may
+    pass) passes unchecked.
+
+    Args:
+        spacing: explicit spacing (mm) accepted for headers without orientation (``None``: such files are refused).
+    """
+
+    def __init__(self, spacing: Sequence[float] | None = None) -> None:
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+
+    def __call__(self, path):
+        from lesionlab.data.headers import check_image_header
+
+        if isinstance(path, (str, os.PathLike)):
+            check_image_header(path, self.spacing)
+        return path
+
+
+__all__ += ["ValidateHeader"]

@@ -8,7 +8,15 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import InvertibleTransform, MapTransform, Randomizable
 from monai.utils import ensure_tuple_rep
 
-from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D, RegisterToTemplate
+from .array import (
+    DEFAULT_OFFSETS,
+    InPlaneCropResize,
+    MergeMasks,
+    NeighbourSliceStack,
+    RandSlice25D,
+    RegisterToTemplate,
+    ValidateHeader,
+)
 
 __all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd"]
 
@@ -218,3 +226,21 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
 
 
 __all__ += ["RegisterToTemplated"]
+
+
+class ValidateHeaderd(MapTransform):
+    """Dictionary version of :class:`ValidateHeader`: checks the files named by ``keys`` before ``LoadImaged``."""
+
+    def __init__(self, keys: KeysCollection, spacing: Sequence[float] | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.check = ValidateHeader(spacing)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self.check(d[key])
+        return d
+
+
+__all__ += ["ValidateHeaderd"]

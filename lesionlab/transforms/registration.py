@@ -12,9 +12,11 @@ Method (documented numbers; all in :data:`REGISTRATION_SETTINGS`):
   ``lesionlab/resources/mni152_t1_2mm.nii.gz`` and copied into each bundle's ``resources/``, with its notice);
   moving image: the scan, smoothed with a Gaussian (FWHM = the missing resolution) and resampled to voxels of at
   least 2 mm so that thin-slice or 0.2 mm in-plane scans cost no more than the template;
-* metric: Mattes mutual information (32 histogram bins) on a fixed random 8 % of the template voxels (seeded, so a
-  rerun gives the same result); linear interpolation; regular-step gradient descent with scales from physical
-  shifts;
+* metric: Mattes mutual information (32 histogram bins) on a fixed random 16 % of the template voxels inside the
+  template brain dilated by 10 mm (seeded, so a rerun gives the same result; the mask keeps the scan's skull and neck
+  out of the metric, which made the result on a scan with skull (Colin27) ten times more repeatable: 0.26 mm instead
+  of 2.6 mm between a scan and a moved copy); linear interpolation; regular-step gradient descent with scales from
+  physical shifts;
 * stages: centre-of-mass (image moments) initialisation, then a rigid (6 parameters) registration over 3 resolution
   levels (shrink 4, 2, 1; smoothing 4, 2, 0 mm), then a full affine (12 parameters) one over 2 levels (shrink 2, 1;
   smoothing 2, 0 mm), starting from the rigid result;
@@ -68,8 +70,10 @@ MNI152_GRID_AFFINE: tuple[tuple[float, ...], ...] = (
 REGISTRATION_SETTINGS: dict[str, Any] = {
     "metric": "Mattes mutual information",
     "histogram_bins": 32,
-    "sampling": "random",
-    "sampling_fraction": 0.08,
+    "sampling": "random, inside the template brain dilated by 10 mm (skull and neck of the scan stay outside)",
+    "brain_threshold": 25,
+    "mask_dilation_voxels": 5,
+    "sampling_fraction": 0.16,
     "sampling_seed": 1,
     "moving_min_spacing_mm": 2.0,
     "initialisation": "image moments (centres of mass and principal axes aligned)",
@@ -140,12 +144,14 @@ def _downsample(image, min_spacing: float):
                          new.tolist(), image.GetDirection(), 0.0, sitk.sitkFloat32)
 
 
-def _run_stage(fixed, moving, transform, stage: dict[str, Any]) -> float:
+def _run_stage(fixed, moving, transform, stage: dict[str, Any], mask=None) -> float:
     import SimpleITK as sitk  # noqa: N813 - the library's usual alias
 
     s = REGISTRATION_SETTINGS
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=s["histogram_bins"])
+    if mask is not None:
+        method.SetMetricFixedMask(mask)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(s["sampling_fraction"], s["sampling_seed"])
     method.SetInterpolator(sitk.sitkLinear)
@@ -238,12 +244,14 @@ def register_to_template(
     try:
         rigid = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                   sitk.CenteredTransformInitializerFilter.MOMENTS)
-        _run_stage(fixed, moving, rigid, REGISTRATION_SETTINGS["rigid"])
+        mask = sitk.BinaryDilate(sitk.Cast(fixed > REGISTRATION_SETTINGS["brain_threshold"], sitk.sitkUInt8),
+                                 [REGISTRATION_SETTINGS["mask_dilation_voxels"]] * 3)
+        _run_stage(fixed, moving, rigid, REGISTRATION_SETTINGS["rigid"], mask)
         full = sitk.AffineTransform(3)
         full.SetCenter(rigid.GetCenter())
         full.SetMatrix(rigid.GetMatrix())
         full.SetTranslation(rigid.GetTranslation())
-        mi = _run_stage(fixed, moving, full, REGISTRATION_SETTINGS["affine"])
+        mi = _run_stage(fixed, moving, full, REGISTRATION_SETTINGS["affine"], mask)
     except RuntimeError as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         raise DataError(name, f"registration to the MNI152 template failed ({lines[-1][:200] if lines else err}); "
