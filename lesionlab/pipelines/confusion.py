@@ -13,7 +13,8 @@ mean precision). They are computed from a single ``C x C`` confusion matrix accu
 - each ``m<score>`` is the mean over classes ignoring NaN, a class's score being NaN when its denominator is 0
   (e.g. a class absent from both truth and prediction), as in MMSeg's ``nanmean``.
 
-:class:`ConfusionMatrixScores` accumulates the matrix in an Ignite evaluator (reusing ``ignite.metrics.ConfusionMatrix``)
+:class:`ConfusionMatrixScores` accumulates the matrix in an Ignite evaluator (it extends
+``ignite.metrics.ConfusionMatrix``)
 and returns every score in ``engine.state.metrics``.
 """
 
