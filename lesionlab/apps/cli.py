@@ -127,7 +127,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import verify_bundle
     from lesionlab.utils import atomic_write_text
 
-    report = verify_bundle(args.bundle, strict_code=args.strict)
+    report = verify_bundle(args.bundle, strict_code=args.strict, trust=args.trust, expected_sha256=args.sha256)
     print(report.format())
     if args.report:
         atomic_write_text(args.report, json.dumps(report.as_dict(), indent=2))
@@ -138,12 +138,15 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import infer_bundle, parse_overrides
 
     s = infer_bundle(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
-                     overrides=parse_overrides(args.set), series_uid=args.series_uid)
+                     overrides=parse_overrides(args.set), series_uid=args.series_uid, trust=args.trust,
+                     overwrite=args.overwrite, space=args.space, spacing=args.spacing)
     for c in s["cases"]:
-        if c["status"] == "ok":
-            print(f"ok      {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)")
+        if c["status"] in ("ok", "skipped"):
+            done = "ok     " if c["status"] == "ok" else "skipped"
+            print(f"{done} {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)"
+                  + (" -- complete from a previous run (--overwrite to redo)" if c["status"] == "skipped" else ""))
         else:
-            print(f"FAILED  {c['case']}: {c['error']}", file=sys.stderr)
+            print(f"FAILED  {c['case']}: {c['error']} (traceback in {s['log']})", file=sys.stderr)
     print(f"{s['n_ok']}/{s['n_cases']} cases segmented; summary: {args.output}/summary.json")
     return int(s["exit_code"])
 
@@ -238,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check an archive or bundle folder before deployment (exit 0 only if all pass)")
     v.add_argument("bundle", help="archive (.zip) or bundle folder")
-    v.add_argument("--strict", action="store_true", help="fail (and run nothing) if configs execute untrusted code")
+    v.add_argument("--strict", action="store_true",
+                   help="never run a bundle whose configs hold items outside the allow-list, even with --trust")
+    v.add_argument("--trust", action="store_true",
+                   help="run the bundle although its configs hold expressions outside the allow-list (listed as WARN)")
+    v.add_argument("--sha256", metavar="HASH", help="the archive's published sha256: the file must match it")
     v.add_argument("--report", help="also write the checks as JSON to this file")
     v.set_defaults(func=_cmd_verify)
 
@@ -252,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
+    inf.add_argument("--space", choices=["auto", "native", "mni"],
+                     help="native: register every input to MNI152; mni: inputs are already registered; auto (the "
+                          "bundle's default): register unless the input is on the model grid")
+    inf.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                     help="voxel spacing (mm) for inputs whose headers have none (refused otherwise)")
+    inf.add_argument("--trust", action="store_true",
+                     help="run a bundle whose configs hold expressions outside the allow-list (refused otherwise)")
+    inf.add_argument("--overwrite", action="store_true", help="redo cases whose output and report already exist")
     inf.set_defaults(func=_cmd_infer)
     return p
 

@@ -21,13 +21,17 @@ import torch
 
 from lesionlab.apps.bundle import BUNDLES_DIR, copy_bundle, run_bundle, set_config_values
 from lesionlab.apps.cli import main
-from lesionlab.apps.deploy import TOLERANCES, export_bundle, scan_config_code, verify_bundle
+from lesionlab.apps.deploy import TOLERANCES, export_bundle, scan_bundle, verify_bundle
 from lesionlab.data.dicom import synth_dicom_series
 from lesionlab.errors import LesionlabError
 
 DUNET = "brain_mri_dunet_stroke_segmentation"
+#: the tiny geometry: the model grid is the tiny ATLAS fixture's grid (inputs on it are not resampled; the DICOM
+#: series is resampled onto it with space "mni", i.e. without registration: toy images are no head scans)
+TINY_AFFINE = [[1.0, 0.0, 0.0, -24.0], [0.0, 1.0, 0.0, -30.0], [0.0, 0.0, 2.0, 5.0], [0.0, 0.0, 0.0, 1.0]]
 TINY = {"roi_start": [4, 4], "roi_end": [44, 44], "spatial_size": [32, 32],
-        "network_def#features": [8, 16, 16, 32, 32]}
+        "network_def#features": [8, 16, 16, 32, 32], "model_grid_shape": [48, 48, 10],
+        "model_grid_affine": TINY_AFFINE, "space": "mni"}
 BUNDLES = sorted(b for b in os.listdir(BUNDLES_DIR) if os.path.isdir(os.path.join(BUNDLES_DIR, b, "configs")))
 #: config overrides that shrink each bundle's network for the random-weights export test (unknown bundles: none)
 SMALL: dict[str, dict] = {
@@ -156,13 +160,13 @@ def test_verify_strict_refuses_untrusted_code_without_running_it(tiny_bundle, tm
     cfg["network_def"]["_requires_"] = f"$__import__('os').system('touch {marker}')"
     cfg["extra"] = {"_target_": "subprocess.run", "args": ["true"]}
     (root / "configs" / "inference.json").write_text(json.dumps(cfg))
-    findings = scan_config_code(str(root))
+    findings = scan_bundle(str(root))
     assert {f.id for f in findings} == {"network_def#_requires_", "extra"}
     assert main(["verify", str(root), "--strict"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  code" in out and "outside this project" in out and "SKIP  execution" in out
     assert not marker.exists()
-    assert scan_config_code(os.path.join(BUNDLES_DIR, DUNET)) == []
+    assert scan_bundle(os.path.join(BUNDLES_DIR, DUNET)) == []
 
 
 def test_infer_dicom_series_to_dicom_seg(tiny_zip, dicom_series, tmp_path):
@@ -215,7 +219,7 @@ def test_infer_folder_to_seg_nrrd_reports_failed_cases(tiny_zip, tiny_atlas, dic
     summary = json.loads((out / "summary.json").read_text())
     status = {c["case"]: c for c in summary["cases"]}
     assert summary["n_ok"] == 2 and summary["n_failed"] == 1 and summary["exit_code"] == 1
-    assert status["broken"]["status"] == "failed" and "LoadImaged" in status["broken"]["error"]
+    assert status["broken"]["status"] == "failed" and "not a gzip-compressed NIfTI" in status["broken"]["error"]
     assert status["subject"]["status"] == status["dicom_case"]["status"] == "ok"
     data, header = nrrd.read(status["subject"]["output"])
     ref = nib.load(src)
@@ -281,4 +285,4 @@ def test_code_scanner(tmp_path, expr, flagged):
     (tmp_path / "configs").mkdir()
     cfg = {"imports": ["$import glob", "$import os"], "x": expr}
     (tmp_path / "configs" / "inference.json").write_text(json.dumps(cfg))
-    assert bool(scan_config_code(str(tmp_path))) is flagged
+    assert bool(scan_bundle(str(tmp_path))) is flagged

@@ -70,6 +70,12 @@ def bundle_copy(request, tmp_path_factory):
     rng = np.random.default_rng(0)
     affine = np.diag([1.0, 1.2, 2.0, 1.0])
     affine[:3, 3] = [-90.0, -120.0, -40.0]
+    if "model_grid_shape" in parser.config:  # noise is no head scan: declare its grid the model grid (no registration)
+        cfg_path = os.path.join(root, "configs", "inference.json")
+        cfg = json.load(open(cfg_path))
+        cfg["model_grid_shape"], cfg["model_grid_affine"] = list(shape), affine.tolist()
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=4)
     image = os.path.join(root, "..", f"{name}_image.nii.gz")
     nib.save(nib.Nifti1Image(rng.random(shape, dtype=np.float32) * 100, affine), image)
     return name, root, os.path.abspath(image), shape

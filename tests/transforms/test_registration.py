@@ -223,3 +223,53 @@ def test_colin27_with_skull_registers_within_stated_error():
     assert reg0.similarity > 0.5 and reg1.similarity > 0.5
     assert err_identity.mean() < 4.0
     assert err_move.mean() < 1.5 and err_move.max() < 3.0
+
+
+_MONAI14_SCRIPT = r"""
+import json, sys
+import numpy as np, torch, nibabel as nib, monai
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
+from lesionlab.transforms import RegisterToTemplated
+from lesionlab.transforms.registration import MNI152_TEMPLATE, resample
+tpl = nib.load(MNI152_TEMPLATE)
+data, aff = np.asarray(tpl.dataobj, dtype=np.float32), np.asarray(tpl.affine)
+move = np.asarray(json.loads(sys.argv[1]))
+native_affine = np.diag([1.6, 1.6, 3.0, 1.0]); native_affine[:3, 3] = [-100.0, -130.0, -80.0]
+shape = (125, 150, 60)
+native = resample(data[None], aff, shape, native_affine, move, order=1)
+pre = Compose([RegisterToTemplated(keys="image", space="native")])
+out = pre({"image": MetaTensor(torch.from_numpy(native), affine=torch.as_tensor(native_affine))})
+world = np.asarray(out["image"].applied_operations[-1]["extra_info"]["world"])
+pred = MetaTensor(torch.ones((1, *out["image"].shape[1:])), affine=out["image"].affine, meta=dict(out["image"].meta))
+back = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)({**out, "pred": pred})["pred"]
+print("RESULT " + json.dumps({"monai": monai.__version__, "world": world.tolist(), "shape": list(back.shape),
+                              "affine": back.affine.numpy().tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_register_and_invert_on_monai_1_4():
+    """The transform and its inverse through ``Invertd`` also work on MONAI 1.4.0 (MONAI Label 0.8.5's MONAI)."""
+    import json
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    python = os.path.join(root, ".venv-monai14", "bin", "python")
+    if not os.path.exists(os.path.join(root, ".venv-monai14", ".monai14-ready")):
+        pytest.skip("no .venv-monai14 (MONAI 1.4.0 environment); create it with `make monai14-env`")
+    move = _rigid((8, -5, 10), (6, -9, 4))
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": root}
+    r = subprocess.run([python, "-c", _MONAI14_SCRIPT, json.dumps(move.tolist())], capture_output=True, text=True,
+                       timeout=900, env=env, cwd=root)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert r.returncode == 0 and line, r.stderr[-3000:]
+    res = json.loads(line[len("RESULT "):])
+    assert res["monai"] == "1.4.0"
+    assert res["shape"] == [1, 125, 150, 60]
+    expected = np.diag([1.6, 1.6, 3.0, 1.0])
+    expected[:3, 3] = [-100.0, -130.0, -80.0]
+    np.testing.assert_allclose(res["affine"], expected, atol=1e-4)
+    pts = MNI @ np.array([[60, 80, 70, 1], [130, 150, 110, 1], [100, 60, 60, 1], [98, 134, 72, 1]], float).T
+    err = np.linalg.norm((np.asarray(res["world"]) @ pts - np.linalg.inv(move) @ pts)[:3], axis=0)
+    assert err.max() < 2.0, err
