@@ -286,3 +286,84 @@ def test_code_scanner(tmp_path, expr, flagged):
     cfg = {"imports": ["$import glob", "$import os"], "x": expr}
     (tmp_path / "configs" / "inference.json").write_text(json.dumps(cfg))
     assert bool(scan_bundle(str(tmp_path))) is flagged
+
+
+def test_verify_sha256_of_the_published_archive(tiny_zip, capsys):
+    from lesionlab.apps.deploy.archive import sha256
+
+    good = sha256(tiny_zip)
+    assert main(["verify", tiny_zip, "--sha256", good]) == 0
+    assert "PASS  sha256" in capsys.readouterr().out
+    assert main(["verify", tiny_zip, "--sha256", "0" * 64]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  sha256" in out and "SKIP  execution" in out and "nothing from the bundle was executed" in out
+
+
+def test_tampered_archive_is_never_executed(tiny_zip, tiny_atlas, tmp_path, capsys):
+    """inference.json swapped after export (a payload added): verify and infer both refuse before running anything,
+    even with --trust (the manifest comes first)."""
+    marker = tmp_path / "PWNED"
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(tiny_zip) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("configs/inference.json"):
+                cfg = json.loads(data)
+                cfg["initialize"].append(f"$__import__('os').system('touch {marker}')")
+                data = json.dumps(cfg).encode()
+            dst.writestr(item, data)
+    assert main(["verify", str(tampered), "--trust"]) == 1
+    assert "SKIP  execution" in capsys.readouterr().out
+    item = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
+    assert main(["infer", str(tampered), "--input", os.path.join(tiny_atlas, item), "--output", str(tmp_path / "o"),
+                 "--trust"]) == 2
+    assert "manifest check failed, nothing was run" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_infer_refuses_unlisted_code_unless_trusted(tiny_bundle, tiny_atlas, tmp_path, capsys):
+    root = tmp_path / "outside_bundle_segmentation"
+    shutil.copytree(tiny_bundle, root, ignore=shutil.ignore_patterns("eval"))
+    marker = tmp_path / "RAN"
+    cfg = json.loads((root / "configs" / "inference.json").read_text())
+    cfg["initialize"].append(f"$open('{marker}', 'w').close()")
+    (root / "configs" / "inference.json").write_text(json.dumps(cfg))
+    item = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
+    item = os.path.join(tiny_atlas, item)
+    assert main(["infer", str(root), "--input", item, "--output", str(tmp_path / "a")]) == 2
+    assert "outside the allow-list, nothing was run" in capsys.readouterr().err and not marker.exists()
+    assert main(["infer", str(root), "--input", item, "--output", str(tmp_path / "b"), "--trust"]) == 0
+    assert marker.exists()  # --trust runs it, as it says
+
+
+def test_infer_rerun_skips_complete_cases_and_cleans_up(tiny_zip, tiny_atlas, tmp_path, capsys):
+    """One line per failed case (traceback in infer.log); outputs get normal permissions; a rerun skips complete
+    cases (--overwrite redoes them) and removes temporary files a killed run left."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    item = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
+    shutil.copy(os.path.join(tiny_atlas, item), inputs / "a_case.nii.gz")
+    (inputs / "b_broken.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 50)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out)]) == 1
+    finally:
+        os.umask(old)
+    err = capsys.readouterr().err
+    failed = [ln for ln in err.splitlines() if "b_broken" in ln]
+    assert len(failed) == 1 and failed[0].startswith("FAILED  b_broken") and "infer.log" in failed[0]
+    assert "Traceback" not in err and "Traceback" in (out / "infer.log").read_text()
+    seg = out / "a_case_seg.nii.gz"
+    assert oct(os.stat(seg).st_mode & 0o777) == oct(0o644)
+    stale = out / ".tmp-a_case_seg.nii.gz-killed.nii.gz"
+    stale.write_bytes(b"partial")
+    (out / ".work-999999999").mkdir()
+    mtime = os.path.getmtime(seg)
+    assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out)]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    status = {c["case"]: c["status"] for c in summary["cases"]}
+    assert status == {"a_case": "skipped", "b_broken": "failed"} and summary["n_skipped_complete"] == 1
+    assert os.path.getmtime(seg) == mtime and not stale.exists() and not (out / ".work-999999999").exists()
+    assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out), "--overwrite"]) == 1
+    assert json.loads((out / "summary.json").read_text())["cases"][0]["status"] == "ok"

@@ -14,8 +14,8 @@ Modules:
 from lesionlab.apps.deploy.archive import ARCHIVE_FORMAT, BundleSource, open_bundle
 from lesionlab.apps.deploy.config import parse_overrides
 from lesionlab.apps.deploy.export import export_bundle
-from lesionlab.apps.deploy.infer import OUTPUT_FORMATS, infer_bundle
 from lesionlab.apps.deploy.guard import Finding, scan_bundle
+from lesionlab.apps.deploy.infer import OUTPUT_FORMATS, infer_bundle
 from lesionlab.apps.deploy.verify import TOLERANCES, Check, VerifyReport, verify_bundle
 
 __all__ = [

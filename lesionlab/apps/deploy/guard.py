@@ -84,7 +84,8 @@ ALLOWED_SHORT_TARGETS = frozenset({
     "StatsHandler", "SupervisedEvaluator", "SupervisedTrainer", "TensorBoardStatsHandler", "UNet", "ValidationHandler",
 })
 #: dotted ``_target_`` names allowed one by one (functions)
-ALLOWED_TARGETS = frozenset({"torch.narrow", "lesionlab.data.validation.load_checked_datalist"})
+ALLOWED_TARGETS = frozenset({"torch.narrow", "lesionlab.data.validation.load_checked_datalist",
+                             "lesionlab.pipelines.per_case.run_each_case"})
 #: modules whose CamelCase classes may be ``_target_`` (and ``writer``/``reader`` class paths)
 ALLOWED_TARGET_MODULES = frozenset({
     "lesionlab.networks.nets", "lesionlab.networks.utils", "lesionlab.transforms", "lesionlab.pipelines.inferers",

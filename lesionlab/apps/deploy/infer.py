@@ -374,6 +374,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _status(case_id: str, reasons: Mapping[str, str], skipped: list[str]) -> str:
+    return "failed" if case_id in reasons else "skipped" if case_id in skipped else "ok"
+
+
 def _summary(src: BundleSource, metadata: Mapping, cases: list, batch, segmenter: CaseSegmenter, fmt: str,
              device: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     reasons = {f.case: f.reason for f in batch.failed}
@@ -393,8 +397,7 @@ def _summary(src: BundleSource, metadata: Mapping, cases: list, batch, segmenter
         "log": segmenter.log_file,
         "exit_code": batch.exit_code,
         "seconds": round(batch.seconds, 2),
-        "cases": [{"case": c.case_id, "input": c.path,
-                   "status": "failed" if c.case_id in reasons else "skipped" if c.case_id in segmenter.skipped else "ok",
+        "cases": [{"case": c.case_id, "input": c.path, "status": _status(c.case_id, reasons, segmenter.skipped),
                    "error": reasons.get(c.case_id), "seconds": round(seconds.get(c.case_id, 0.0), 2),
                    "output": reports.get(c.case_id, {}).get("output"),
                    "lesion_volume_ml": reports.get(c.case_id, {}).get("lesion_volume_ml")} for c in cases],

@@ -285,9 +285,7 @@ def run_standalone(args: Mapping[str, Any], timeout: float) -> tuple[dict[str, A
 
 
 def _check_runtimes(net, metadata: Mapping, models: Mapping[str, str], timeout: float) -> list[Check]:
-    """Run the exported models without lesionlab on a random batch of 2 and compare them with PyTorch."""
-    import torch
-
+    """Run the exported models without lesionlab on a batch of 2 and compare their logits with PyTorch's."""
     shape = input_shape(metadata, batch=2)  # batch 2 proves the dynamic batch axis of the ONNX model
     x, ref, source = _spread_input(net, shape)
     with tempfile.TemporaryDirectory(prefix="lesionlab-verify-") as tmp:
