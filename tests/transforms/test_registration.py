@@ -218,8 +218,8 @@ def test_colin27_with_skull_registers_within_stated_error():
     reg1 = register_to_template(moved, naff, name="ch2_moved")
     err_move = np.linalg.norm((reg1.world @ pts - np.linalg.inv(move) @ reg0.world @ pts)[:3], axis=0)
     print(f"\nColin27: NCC {reg0.similarity:.3f} in {reg0.seconds:.1f} s, |map - identity| mean "
-          f"{err_identity.mean():.2f} mm (max {err_identity.max():.2f}); moved copy: NCC {reg1.similarity:.3f} in {reg1.seconds:.1f} s, move "
-          f"recovered within mean {err_move.mean():.2f} mm (max {err_move.max():.2f})")
+          f"{err_identity.mean():.2f} mm (max {err_identity.max():.2f}); moved copy: NCC {reg1.similarity:.3f} in "
+          f"{reg1.seconds:.1f} s, move recovered within mean {err_move.mean():.2f} mm (max {err_move.max():.2f})")
     assert reg0.similarity > 0.5 and reg1.similarity > 0.5
     assert err_identity.mean() < 4.0
     assert err_move.mean() < 1.5 and err_move.max() < 3.0
