@@ -114,9 +114,12 @@ def _cmd_export_archive(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import export_bundle, parse_overrides
 
     m = export_bundle(args.bundle, args.out, ckpt=args.ckpt, random_weights=args.random_weights,
-                      overrides=parse_overrides(args.set))
+                      overrides=parse_overrides(args.set), evaluation=args.evaluation, dataset=args.dataset)
+    metrics = m.get("eval_metrics")
     print(f"{args.out}: {m['bundle_name']} {m['bundle_version']}, {len(m['files'])} files + manifest.json; "
-          f"TorchScript by {m['torchscript']['method']}, ONNX by the {m['onnx']['exporter']} exporter"
+          f"TorchScript by {m['torchscript']['method']}, ONNX by the {m['onnx']['exporter']} exporter; "
+          + (f"eval_metrics: mean Dice {metrics['mean_dice']} on {metrics['n_cases']} cases ({metrics['date']})"
+             if metrics else "no eval_metrics (no evaluation of these weights)")
           + (" -- RANDOM WEIGHTS, for testing only" if m["random_weights"] else ""))
     return 0
 
@@ -233,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("bundle", help="bundle folder or name of a project bundle")
     ex.add_argument("--out", required=True, help="archive to write (.zip)")
     ex.add_argument("--ckpt", help="trained weights (default: the bundle's models/model.pt)")
+    ex.add_argument("--evaluation", help="metrics_summary.json of the evaluation of these weights (default: the "
+                                         "bundle's eval/metrics_summary.json when newer than the weights)")
+    ex.add_argument("--dataset", help="name of the evaluation data set, recorded in eval_metrics")
     ex.add_argument("--random-weights", action="store_true",
                     help="export an untrained network when there are no weights (testing only; in the manifest)")
     ex.add_argument("--set", action="append", metavar="ID=VALUE",
