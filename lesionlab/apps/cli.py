@@ -102,10 +102,17 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_dicom(args: argparse.Namespace) -> int:
-    from lesionlab.data.dicom import synth_dicom_series
+    from lesionlab.data.dicom import synth_dicom_series, synth_head_dicom_series
 
-    s = synth_dicom_series(args.out, n_slices=args.n_slices, modality=args.modality, size=args.size, seed=args.seed)
-    print(f"wrote {len(s.files)} {args.modality} DICOM files ({args.size}x{args.size}) to {s.folder}; "
+    if args.toy:
+        s = synth_dicom_series(args.out, n_slices=args.n_slices or 24, modality=args.modality, size=args.size or 64,
+                               seed=args.seed)
+    else:
+        if args.modality != "MR":
+            raise LesionlabError("--modality CT is only available with --toy (the head series is a T1 MR)")
+        s = synth_head_dicom_series(args.out, seed=args.seed, size=args.size or 224, n_slices=args.n_slices or 52)
+    rows, cols = s.image.shape[1:]
+    print(f"wrote {len(s.files)} {args.modality} DICOM files ({rows}x{cols}) to {s.folder}; "
           f"SeriesInstanceUID {s.series_instance_uid}")
     return 0
 
@@ -187,11 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--shape", type=int, nargs=3, default=[230, 230, 154], help="volume size (default 230 230 154)")
     si.add_argument("--quiet", action="store_true", help="no progress bar")
     si.set_defaults(func=_cmd_synth_isles)
-    sd = ssub.add_parser("dicom", help="a synthetic brain MR (or CT) series written as real DICOM files, one per slice")
+    sd = ssub.add_parser("dicom", help="a synthetic T1 head series in scanner space (oblique, 0.94x0.94x3 mm) written "
+                                       "as real DICOM files, one per slice; --toy: a small toy brain (MR or CT)")
     sd.add_argument("--out", required=True, help="output folder")
-    sd.add_argument("--n-slices", type=int, default=24, help="slices (default 24, at least 16)")
-    sd.add_argument("--modality", choices=["MR", "CT"], default="MR")
-    sd.add_argument("--size", type=int, default=64, help="rows and columns (default 64)")
+    sd.add_argument("--toy", action="store_true", help="the small toy brain instead of the head (tests, no nilearn)")
+    sd.add_argument("--n-slices", type=int, help="slices (head: 52; toy: 24, at least 16)")
+    sd.add_argument("--modality", choices=["MR", "CT"], default="MR", help="CT only with --toy")
+    sd.add_argument("--size", type=int, help="rows and columns (head: 224; toy: 64)")
     sd.add_argument("--seed", type=int, default=0)
     sd.set_defaults(func=_cmd_synth_dicom)
 

@@ -40,6 +40,7 @@ __all__ = [
     "dicom_series_to_nifti",
     "write_dicom_seg",
     "synth_dicom_series",
+    "synth_head_dicom_series",
 ]
 
 logger = logging.getLogger(__name__)
@@ -515,6 +516,7 @@ def synth_dicom_series(
     orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
     patient_id: str = "LESIONLAB-SYNTH",
     patient_name: str = "LESIONLAB^SYNTHETIC",
+    volume: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SyntheticSeries:
     """Write a synthetic brain-like series (one lesion) as DICOM files, one file per slice.
 
@@ -536,6 +538,8 @@ def synth_dicom_series(
         orientation: ImageOrientationPatient (row direction, column direction).
         patient_id: PatientID written.
         patient_name: PatientName written (DICOM ``family^given`` form).
+        volume: ``(image, mask)`` to write instead of the toy brain, axes ``(columns, rows, slices)``, image in about
+            [0, 1] (``n_slices`` and ``size`` are then taken from it; rows and columns may differ).
 
     Returns:
         the :class:`SyntheticSeries` written.
@@ -554,7 +558,7 @@ def synth_dicom_series(
     if modality not in _SOP_CLASS:
         raise ValueError(f"modality must be one of {sorted(_SOP_CLASS)}, got {modality!r} "
                          "(NM and PT series are multi-frame or need decay data; not synthesised)")
-    if n_slices < 16 or size < 16:
+    if volume is None and (n_slices < 16 or size < 16):
         raise ValueError(f"n_slices and size must be at least 16, got {n_slices} and {size}")
     iop = np.asarray(orientation, dtype=float)
     row_dir, col_dir = iop[:3], iop[3:]
@@ -562,7 +566,11 @@ def synth_dicom_series(
             and abs(np.dot(row_dir, col_dir)) < 1e-4):
         raise ValueError(f"orientation must be two orthonormal direction cosines, got {tuple(orientation)}")
     normal = np.cross(row_dir, col_dir)
-    image, mask = synth_volume_pair((size, size, n_slices), seed=seed)  # (x=columns, y=rows, z=slices)
+    if volume is None:
+        image, mask = synth_volume_pair((size, size, n_slices), seed=seed)  # (x=columns, y=rows, z=slices)
+    else:
+        image, mask = np.asarray(volume[0], dtype=np.float32), np.asarray(volume[1])
+        n_slices = image.shape[2]
     image = np.transpose(image, (2, 1, 0))  # -> (slices, rows, columns)
     mask = np.transpose(mask, (2, 1, 0)).astype(np.uint8)
     if modality == "MR":
@@ -635,3 +643,47 @@ def synth_dicom_series(
         frame_of_reference_uid=for_uid, image=stored, mask=mask,
         pixel_spacing=(float(pixel_spacing[0]), float(pixel_spacing[1])), slice_spacing=float(slice_spacing),
     )
+
+
+def synth_head_dicom_series(
+    out_dir: str,
+    seed: int = 0,
+    tilt_degrees: tuple[float, float, float] = (12.0, -4.0, 6.0),
+    shift_mm: tuple[float, float, float] = (6.0, -10.0, 8.0),
+    pixel_spacing: float = 0.9375,
+    slice_spacing: float = 3.0,
+    size: int = 224,
+    n_slices: int = 52,
+) -> SyntheticSeries:
+    """A synthetic T1 head series in scanner space: a synthetic stroke subject (MNI152 template based, as in
+    :func:`lesionlab.data.synthetic.synth_atlas`) moved by a rigid map (``tilt_degrees`` about x, y, z and
+    ``shift_mm``) and sampled on an axial-oblique grid of ``size`` x ``size`` x ``n_slices`` voxels of
+    ``pixel_spacing`` x ``pixel_spacing`` x ``slice_spacing`` mm, written as real DICOM files. It is what a hospital
+    series looks like to ``lesionlab infer``: not on the model grid, so the bundles register it to MNI152.
+    :attr:`SyntheticSeries.mask` is the lesion on the series grid (linear interpolation, threshold 0.5).
+    """
+    from lesionlab.data.grid import resample
+    from lesionlab.data.synthetic.brain import synth_subject
+
+    image, mask, affine = synth_subject(seed)
+    rx, ry, rz = np.deg2rad(tilt_degrees)
+    rot_x = np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
+    rot_y = np.array([[np.cos(ry), 0, np.sin(ry)], [0, 1, 0], [-np.sin(ry), 0, np.cos(ry)]])
+    rot_z = np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]])
+    move = np.eye(4)  # series (scanner) world -> MNI world
+    move[:3, :3], move[:3, 3] = rot_z @ rot_y @ rot_x, shift_mm
+    axes = np.diag([-1.0, -1.0, 1.0])  # RAS directions of an axial series: rows to the left, columns backwards, up
+    spacing = np.array([pixel_spacing, pixel_spacing, slice_spacing])
+    extent = (np.array([size, size, n_slices]) - 1) * spacing
+    grid = np.eye(4)
+    grid[:3, :3] = axes * spacing[None, :]
+    grid[:3, 3] = -axes @ (extent / 2.0) + np.array([0.0, -18.0, 10.0])  # centred on the head
+    head = resample(image[None].astype(np.float32), affine, (size, size, n_slices), grid, move, order=1)[0]
+    lesion = resample(mask[None].astype(np.float32), affine, (size, size, n_slices), grid, move, order=1)[0] > 0.5
+    head = head / max(float(head.max()), 1e-6)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ axes
+    orientation = (*lps[:, 0], *lps[:, 1])
+    origin = tuple(float(v) for v in np.diag([-1.0, -1.0, 1.0]) @ grid[:3, 3])
+    return synth_dicom_series(out_dir, seed=seed, pixel_spacing=(pixel_spacing, pixel_spacing),
+                              slice_spacing=slice_spacing, origin=origin, orientation=orientation,
+                              volume=(head, lesion.astype(np.uint8)))

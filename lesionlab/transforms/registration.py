@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from lesionlab.data.grid import resample, same_grid
 from lesionlab.errors import DataError
 from lesionlab.resources import MNI152_TEMPLATE_PATH
 
@@ -275,47 +276,3 @@ def register_to_template(
         raise DataError(name, f"registration to the MNI152 template refused: implausible head scale {scale:.2f} "
                               "(expected about 1; wrong voxel size in the header?)")
     return result
-
-
-def resample(
-    array: np.ndarray,
-    src_affine: np.ndarray,
-    dst_shape: tuple[int, ...],
-    dst_affine: np.ndarray,
-    world: np.ndarray | None = None,
-    order: int = 1,
-) -> np.ndarray:
-    """Resample channel-first ``array`` ``(C, x, y, z)`` from its grid onto another grid.
-
-    The value at destination voxel ``v`` is read at source voxel ``inv(src_affine) @ world @ dst_affine @ v``
-    (linear interpolation for ``order=1``, nearest neighbour for ``order=0``); points outside the source are 0.
-
-    Args:
-        array: source data, channel first.
-        src_affine: 4x4 RAS affine of the source grid.
-        dst_shape: spatial shape of the destination grid.
-        dst_affine: 4x4 RAS affine of the destination grid.
-        world: 4x4 RAS map from destination world points to source world points (default identity).
-        order: 1 (linear) or 0 (nearest).
-
-    Returns:
-        ``(C, *dst_shape)`` float32 (``order=1``) or the source dtype (``order=0``).
-    """
-    from scipy import ndimage as ndi
-
-    world = np.eye(4) if world is None else np.asarray(world, dtype=np.float64)
-    vox = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ world @ np.asarray(dst_affine, dtype=np.float64)
-    src = np.asarray(array)
-    out_dtype = np.float32 if order else src.dtype
-    out = np.empty((src.shape[0], *[int(s) for s in dst_shape]), dtype=out_dtype)
-    for c in range(src.shape[0]):
-        channel = src[c].astype(np.float32) if order else src[c]
-        ndi.affine_transform(channel, vox[:3, :3], offset=vox[:3, 3], output_shape=out.shape[1:], output=out[c],
-                             order=order, mode="constant", cval=0.0, prefilter=False)
-    return out
-
-
-def same_grid(shape_a, affine_a, shape_b, affine_b, tol: float = 1e-3) -> bool:
-    """True when two grids have the same shape and affines within ``tol`` (mm)."""
-    return tuple(int(s) for s in shape_a) == tuple(int(s) for s in shape_b) and bool(
-        np.abs(np.asarray(affine_a, dtype=np.float64) - np.asarray(affine_b, dtype=np.float64)).max() <= tol)
