@@ -304,16 +304,19 @@ def _registration_record(folder: str) -> dict[str, Any] | None:
 
 
 def _check_seg_source(series) -> None:
-    """Refuse, before inference, a DICOM SEG whose source series it cannot reference."""
+    """Refuse, before inference, a DICOM SEG whose source series it cannot reference (a multi-frame source must
+    give a plane position for every frame)."""
     import pydicom
+
+    from lesionlab.data.dicom import _frame_slices, read_dicom_series
 
     if series is None:
         raise LesionlabError("DICOM SEG needs a DICOM series as input")
     if len(series.files) == 1:
         header = pydicom.dcmread(series.files[0], stop_before_pixels=True)
         if int(header.get("NumberOfFrames", 1) or 1) > 1:
-            raise LesionlabError(f"{series.folder}: DICOM SEG output for a multi-frame source ({series.modality}) is "
-                                 "not supported; use --format nifti or nrrd")
+            reference, _ = read_dicom_series(series.folder, series.series_instance_uid)
+            _frame_slices(header, reference, series.files[0])
 
 
 def check_bundle_before_running(src: BundleSource, trust: bool = False) -> list[str]:
