@@ -28,7 +28,7 @@ from lesionlab.data.validation import (
 )
 from lesionlab.errors import DataError
 
-__all__ = ["HeaderInfo", "check_image_header"]
+__all__ = ["HeaderInfo", "check_image_header", "itk_header_reader"]
 
 
 @dataclass
@@ -80,8 +80,8 @@ def _nifti_header(path: str) -> tuple[tuple[int, ...], tuple[float, ...], bool, 
     return shape, zooms, has_geometry, int(hdr.get_data_offset()) + nbytes
 
 
-def _itk_header(path: str) -> tuple[tuple[int, ...], tuple[float, ...], bool]:
-    """(shape, spacing, has orientation) of an NRRD or MetaImage header, read as text (no voxel data)."""
+def itk_header_reader(path: str, label: str = "image"):
+    """A SimpleITK ``ImageFileReader`` of ``path`` with its header read (no voxel data), or a :class:`DataError`."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -89,7 +89,13 @@ def _itk_header(path: str) -> tuple[tuple[int, ...], tuple[float, ...], bool]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise DataError(path, f"not a readable image: its header cannot be parsed ({_itk_reason(err)})") from err
+        raise DataError(path, f"not a readable {label}: its header cannot be parsed ({_itk_reason(err)})") from err
+    return reader
+
+
+def _itk_header(path: str) -> tuple[tuple[int, ...], tuple[float, ...], bool]:
+    """(shape, spacing, has orientation) of an NRRD or MetaImage header, read as text (no voxel data)."""
+    reader = itk_header_reader(path)
     size = tuple(int(s) for s in reader.GetSize())
     spacing = tuple(float(s) for s in reader.GetSpacing())
     with open(path, "rb") as f:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lesionlab.data.dicom import DicomSeries, SegmentInfo, dicom_series_to_nifti, is_dicom_file, list_dicom_series
-from lesionlab.data.headers import check_image_header
+from lesionlab.data.headers import check_image_header, itk_header_reader
 from lesionlab.errors import DataError
 from lesionlab.utils import atomic_path
 
@@ -243,12 +243,7 @@ def read_volume(path: str, kind: str | None = None, spacing: Sequence[float] | N
         raise DataError(path, f"is a folder, not a {label} file")
     if os.path.getsize(path) == 0:
         raise DataError(path, f"zero-byte file (empty), not a {label} image")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, f"not a readable {label} image: its header cannot be parsed ({_last_line(err)})") from err
+    reader = itk_header_reader(path, f"{label} image")
     check_image_header(path, spacing)  # declared size and spacing, before the voxels are allocated
     try:
         image = reader.Execute()

@@ -149,16 +149,10 @@ def _read_itk(path: str) -> tuple[np.ndarray, np.ndarray]:
     """MetaImage/NRRD with SimpleITK, returned like nibabel/MONAI ITKReader: array (x, y, z), RAS affine."""
     import SimpleITK as sitk
 
-    from lesionlab.data.headers import check_image_header
+    from lesionlab.data.headers import check_image_header, itk_header_reader
 
     check_image_header(path, spacing=(1.0, 1.0, 1.0))  # before any allocation; orientation is the caller's concern
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, f"not a readable image ({_itk_reason(err)})") from err
+    reader = itk_header_reader(path)
     size = tuple(int(s) for s in reader.GetSize())
     if int(np.prod(size, dtype=np.float64)) * max(1, reader.GetNumberOfComponents()) > MAX_VOXELS:
         raise DataError(path, f"implausible image header (size {size}); the file is damaged or not an image")
