@@ -27,11 +27,12 @@ def _item_name(item: Any) -> str:
 
 
 def _fresh_run(evaluator) -> None:
-    """Make the next ``evaluator.run()`` start a new run on the current data (Ignite would otherwise try to resume
-    the run a failed case interrupted, or repeat the one item to the first run's epoch length)."""
-    evaluator.state.max_epochs = None
-    evaluator.state.iteration = 0
-    evaluator.state.epoch = 0
+    """Make the next ``evaluator.run()`` a new run over the current data. MONAI's evaluator resets epoch and
+    iteration but keeps the epoch length it computed for the whole datalist, so Ignite would repeat the one item
+    that many times; and after a failed case Ignite holds the interrupted run's generator, which would end at once."""
+    loader = getattr(evaluator, "data_loader", None)
+    if loader is not None:
+        evaluator.state.epoch_length = len(loader)
     if hasattr(evaluator, "_internal_run_generator"):
         evaluator._internal_run_generator = None
 
@@ -49,7 +50,7 @@ def run_each_case(evaluator, dataset, log: logging.Logger | None = None) -> list
         the names (image paths) of the cases done.
 
     Raises:
-        LesionlabError: after all cases ran, when any failed (the original error when the only case failed).
+        LesionlabError: after all cases ran, when any failed (with the case's own reason when it was the only one).
     """
     items = list(dataset.data)
     log = log or logger
@@ -74,8 +75,8 @@ def run_each_case(evaluator, dataset, log: logging.Logger | None = None) -> list
             dataset.set_data(items)
         else:
             dataset.data = items
-    if len(items) == 1 and report.failed:
-        raise next(iter(errors.values()))
+    if len(items) == 1 and report.failed:  # one case: its own reason, not a summary
+        raise LesionlabError(report.failed[0].reason) from next(iter(errors.values()))
     if report.failed:
         listing = "; ".join(f"{f.case}: {f.reason}" for f in report.failed)
         raise LesionlabError(f"{len(report.failed)} of {len(items)} cases failed (the others were segmented): "
