@@ -233,8 +233,8 @@ def test_infer_folder_to_seg_nrrd_reports_failed_cases(tiny_zip, tiny_atlas, dic
 
 
 def test_infer_builds_the_workflow_once_per_run(tiny_zip, tiny_atlas, tmp_path, monkeypatch):
-    """Four cases, one broken: the workflow (network, weights) is built once, and once more only after the broken
-    case failed inside it; the case after the failure is still segmented, identically to the ones before it."""
+    """Four cases, one broken (NaN voxels, found inside the workflow): the workflow (network, weights) is built once,
+    and once more only after the broken case failed inside it; the case after the failure is still segmented, identically to the ones before it."""
     from lesionlab.apps.deploy.infer import BundlePredictor
 
     builds = []
@@ -245,7 +245,10 @@ def test_infer_builds_the_workflow_once_per_run(tiny_zip, tiny_atlas, tmp_path, 
     inputs.mkdir()
     for name in ("a_case", "b_case", "d_case"):
         shutil.copy(os.path.join(tiny_atlas, item), inputs / f"{name}.nii.gz")
-    (inputs / "c_broken.nii.gz").write_bytes(b"not a nifti file")
+    good = nib.load(os.path.join(tiny_atlas, item))
+    nan = np.asarray(good.dataobj, dtype=np.float32).copy()
+    nan[10:12, 10:12, 3] = np.nan  # a sound header: it fails inside the workflow (ValidateVolumed), not before
+    nib.save(nib.Nifti1Image(nan, good.affine), inputs / "c_broken.nii.gz")
     out = tmp_path / "out"
     assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out)]) == 1
     status = {c["case"]: c for c in json.loads((out / "summary.json").read_text())["cases"]}

@@ -82,7 +82,7 @@ def bundle_copy(request, tmp_path_factory):
 
 
 def _emulate(python: str, root: str, image: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = dict(os.environ)  # PYTHONPATH kept: a worktree checks its own lesionlab in the MONAI 1.4.0 venv too
     r = subprocess.run([python, EMULATION, root, image], capture_output=True, text=True, timeout=900, env=env,
                        cwd=os.path.dirname(root))
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -157,7 +157,7 @@ def test_bundle_inference_workflow_monai_1_4(bundle_copy, tmp_path):
     if not (os.path.exists(MONAI14_PYTHON) and os.path.exists(MONAI14_READY)):
         pytest.skip("no .venv-monai14 (MONAI 1.4.0 environment); create it with `make monai14-env`")
     name, root, image, shape = bundle_copy
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = dict(os.environ)  # PYTHONPATH kept: a worktree checks its own lesionlab in the MONAI 1.4.0 venv too
     r = subprocess.run([MONAI14_PYTHON, "-c", _WORKFLOW, root, image, str(tmp_path / "out")], capture_output=True,
                        text=True, timeout=900, env=env, cwd=str(tmp_path))
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
