@@ -167,7 +167,10 @@ def main() -> int:
     from lesionlab.apps.deploy import open_bundle
 
     bundle, work = sys.argv[1], sys.argv[2]
+    skip_good = "--bad-only" in sys.argv[3:]  # whole-volume CPU inference takes minutes per good case
     cases = make_cases(os.path.join(work, "inputs"))
+    if skip_good:
+        cases = {k: v for k, v in cases.items() if not k.startswith("good")}
     rows = []
     with open_bundle(bundle) as src:
         root = src.root
