@@ -61,6 +61,16 @@ def _gzip_size(path: str) -> int:
     return size
 
 
+def _raw_pixdim(path: str, header_class) -> tuple[float, ...]:
+    """pixdim[1:4] as written in the file: nibabel's loader silently turns a 0 into 1 mm."""
+    import gzip
+
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = header_class.from_fileobj(f, check=False)
+    return tuple(float(z) for z in np.asarray(raw["pixdim"], dtype=np.float64)[1:4])
+
+
 def _nifti_header(path: str) -> tuple[tuple[int, ...], tuple[float, ...], bool, int]:
     """(shape, spacing, has orientation, bytes the header declares up to the end of the voxel data)."""
     import nibabel as nib
@@ -74,10 +84,13 @@ def _nifti_header(path: str) -> tuple[tuple[int, ...], tuple[float, ...], bool, 
         raise DataError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
     hdr = img.header
     shape = tuple(int(s) for s in img.shape)
-    zooms = tuple(float(z) for z in hdr.get_zooms()[:3])
+    zooms = _raw_pixdim(path, type(hdr))
+    if int(hdr["sform_code"]) > 0:  # the sform, when set, is what readers use; its axes must not vanish either
+        zooms = tuple(min(z, float(n)) if z > 0 else z
+                      for z, n in zip(zooms, np.linalg.norm(hdr.get_sform()[:3, :3], axis=0)))
     has_geometry = int(hdr["qform_code"]) > 0 or int(hdr["sform_code"]) > 0
     nbytes = int(np.prod(shape, dtype=np.float64)) * hdr.get_data_dtype().itemsize
-    return shape, zooms, has_geometry, int(hdr.get_data_offset()) + nbytes
+    return shape, zooms, has_geometry, int(getattr(img.dataobj, "offset", 0) or hdr.get_data_offset()) + nbytes
 
 
 def itk_header_reader(path: str, label: str = "image"):
