@@ -25,12 +25,12 @@ from lesionlab.networks.nets import AGMRNet, DUNet, TSRLNet
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "stroke_state_dicts_main.pt")
 F = (4, 4, 4, 4, 8)
-#: today's constructor calls for the networks saved from main
+#: the same networks with today's constructor arguments
 BUILD = {
     "DUNet": lambda: DUNet(features=F, fusion_reduction=2),
     "AGMRNet": lambda: AGMRNet(features=F, cff_reduction=2, mdu_kernels=(3, 5, 7, 9), cpa_grid=2),
     "AGMRNet-fine-add-skipmdu": lambda: AGMRNet(features=F, encoder_attention="fine", fusion="add",
-                                                 mdu_kernels=(3, 5, 7, 9), mdu_position="skip", cpa_grid=2),
+                                                 mdu_kernels=(3, 5, 7, 9), mdu="skip", cpa_grid=2),
     "TSRLNet": lambda: TSRLNet(features=F, cff_reduction=2, cpa_grid=2),
 }
 
@@ -46,6 +46,14 @@ def _state_dict(entry) -> dict[str, torch.Tensor]:
     state = {k: c.reshape(s) for k, c, s in zip(entry["float_keys"], chunks, entry["float_shapes"])}
     state.update({k: torch.tensor(v) for k, v in entry["int_values"].items()})
     return state
+
+
+def test_new_state_dicts_use_the_shared_encoder(saved):
+    # the keys that changed (D-UNet's encoder under ``encoder.``, AGMR-Net's ``cpa`` -> ``attention``) are remapped
+    assert any(k.startswith("enc2d.") for k in saved["DUNet"]["float_keys"])
+    assert all(k.startswith(("encoder.", "decoder.", "head.")) for k in BUILD["DUNet"]().state_dict())
+    assert any(k.startswith("encoder.cpa.") for k in saved["AGMRNet"]["float_keys"])
+    assert not any(".cpa." in k for k in BUILD["AGMRNet"]().state_dict())
 
 
 def test_fixture_is_small():
