@@ -9,8 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lesionlab.data import detect_atlas_version, find_atlas, find_atlas_r11, find_atlas_r20, synth_atlas
-from lesionlab.data import synthetic
+from lesionlab.data import detect_atlas_version, find_atlas, find_atlas_r11, find_atlas_r20, synth_atlas, synthetic
 from lesionlab.errors import DataError
 
 __all__: list[str] = []
