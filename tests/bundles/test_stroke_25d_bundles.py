@@ -52,11 +52,11 @@ CASES = [
     Case("brain_mri_agmrnet_stroke_segmentation",
          {"roi_start": [0, 0], "roi_end": [48, 48], "spatial_size": [96, 96],
           "network_def#features": [4, 16, 16, 16, 16]},
-         96, "AGMR-Net", "10.1016/j.compmedimag.2022.102120", 6, ("head.weight", "encoder.cpa.")),
+         96, "AGMR-Net", "10.1016/j.compmedimag.2022.102120", 6, ("head.weight", "encoder.attention.")),
     Case("brain_mri_tsrlnet_stroke_segmentation",
          {"roi_start": [0, 0], "roi_end": [48, 48], "spatial_size": [96, 96],
           "network_def#features": [4, 16, 16, 16, 16]},
-         96, "TSRL-Net", "10.1016/j.compbiomed.2023.106840", 10, ("head.weight", "encoder.cpa.", ".side_head.")),
+         96, "TSRL-Net", "10.1016/j.compbiomed.2023.106840", 10, ("head.weight", "encoder.attention.", ".side_head.")),
 ]
 
 pytestmark = pytest.mark.slow
