@@ -77,7 +77,7 @@ def _nifti_header(path: str) -> tuple[tuple[int, ...], tuple[float, ...], bool, 
 
     try:
         img = nib.load(path)  # reads the header only
-    except Exception as err:  # noqa: BLE001 - nibabel raises many types for non-NIfTI content
+    except Exception as err:
         problem = _stream_problem(path) or f"not a NIfTI image ({_first_line(err)})"
         raise DataError(path, problem) from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):

@@ -3,7 +3,7 @@
 MONAI's ``SupervisedEvaluator`` stops at the first case whose loading or transforms raise. :func:`run_each_case`,
 used as the ``run`` step of the stroke bundles' ``inference.json``
 (``{"_target_": "lesionlab.pipelines.per_case.run_each_case", "evaluator": "@evaluator", "dataset": "@dataset"}``),
-runs the evaluator once per datalist item through :func:`lesionlab.pipelines.batch.run_cases`, logs one line per
+runs the evaluator once per datalist item through :func:`lesionlab.pipelines.case_runner.run_cases`, logs one line per
 failed case (the file and the reason) and, after the last case, raises one error listing every failure, so the
 command's exit status is not 0. MONAI Label never calls ``run`` and is not affected.
 """
@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from lesionlab.errors import LesionlabError
-from lesionlab.pipelines.batch import run_cases
+from lesionlab.pipelines.case_runner import run_cases
 
 __all__ = ["run_each_case"]
 

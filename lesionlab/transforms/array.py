@@ -17,7 +17,17 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Randomizable, Resize, SpatialCrop, Transform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["NeighbourSliceStack", "InPlaneCropResize", "RandSlice25D", "MergeMasks", "DEFAULT_OFFSETS"]
+__all__ = [
+    "NeighbourSliceStack",
+    "InPlaneCropResize",
+    "RandSlice25D",
+    "MergeMasks",
+    "ValidateVolume",
+    "RegisterToTemplate",
+    "ValidateHeader",
+    "DEFAULT_OFFSETS",
+    "stack_slices",
+]
 
 DEFAULT_OFFSETS: tuple[int, ...] = (-2, -1, 0, 1)
 
@@ -237,8 +247,6 @@ class ValidateVolume(Transform):
         return img
 
 
-__all__ += ["ValidateVolume"]
-
 
 def _with_affine(array: np.ndarray, like: NdarrayOrTensor, affine: np.ndarray) -> MetaTensor:
     """``array`` as a MetaTensor with the metadata and applied operations of ``like`` and a new ``affine``."""
@@ -384,8 +392,6 @@ class RegisterToTemplate(InvertibleTransform):
         return _with_affine(back, data, np.asarray(info["native_affine"]))
 
 
-__all__ += ["RegisterToTemplate"]
-
 
 class ValidateHeader(Transform):
     """Check an image file's header before it is loaded (put it before ``LoadImage``); the path passes unchanged.
@@ -408,5 +414,3 @@ class ValidateHeader(Transform):
             check_image_header(path, self.spacing)
         return path
 
-
-__all__ += ["ValidateHeader"]

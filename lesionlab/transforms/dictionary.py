@@ -16,9 +16,11 @@ from .array import (
     RandSlice25D,
     RegisterToTemplate,
     ValidateHeader,
+    ValidateVolume,
 )
 
-__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd"]
+__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd", "ValidateVolumed",
+           "RegisterToTemplated", "ValidateHeaderd"]
 
 
 class NeighbourSliceStackd(MapTransform):
@@ -127,9 +129,6 @@ class MergeMasksd(MapTransform):
         return d
 
 
-from .array import ValidateVolume  # noqa: E402  (appended together with ValidateVolumed)
-
-
 class ValidateVolumed(MapTransform):
     """Dictionary version of :class:`~lesionlab.transforms.array.ValidateVolume`.
 
@@ -174,8 +173,6 @@ class ValidateVolumed(MapTransform):
             else:
                 self.image_check(d[key])
         return d
-
-__all__ += ["ValidateVolumed"]
 
 
 class RegisterToTemplated(MapTransform, InvertibleTransform):
@@ -225,8 +222,6 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
         return d
 
 
-__all__ += ["RegisterToTemplated"]
-
 
 class ValidateHeaderd(MapTransform):
     """Dictionary version of :class:`ValidateHeader`: checks the files named by ``keys`` before ``LoadImaged``."""
@@ -242,5 +237,3 @@ class ValidateHeaderd(MapTransform):
             self.check(d[key])
         return d
 
-
-__all__ += ["ValidateHeaderd"]

@@ -118,7 +118,7 @@ class Registration:
 
 def _to_sitk(array: np.ndarray, affine: np.ndarray):
     """A 3D ``(x, y, z)`` array and its RAS affine as a float32 SimpleITK image (LPS geometry)."""
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     a = np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(a[:3, :3], axis=0)
@@ -132,7 +132,7 @@ def _to_sitk(array: np.ndarray, affine: np.ndarray):
 
 def _downsample(image, min_spacing: float):
     """``image`` smoothed and resampled to voxels of at least ``min_spacing`` mm (same orientation and extent)."""
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     spacing = np.asarray(image.GetSpacing(), dtype=float)
     new = np.maximum(spacing, min_spacing)
@@ -146,7 +146,7 @@ def _downsample(image, min_spacing: float):
 
 
 def _run_stage(fixed, moving, transform, stage: dict[str, Any], mask=None) -> float:
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     s = REGISTRATION_SETTINGS
     method = sitk.ImageRegistrationMethod()
@@ -230,7 +230,7 @@ def register_to_template(
     Raises:
         DataError: naming ``name`` when the registration fails or its quality is below the thresholds.
     """
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     t0 = time.time()
     template = template or MNI152_TEMPLATE

@@ -9,7 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from lesionlab.data.dicom import SegmentInfo, read_dicom_series, synth_dicom_series, write_dicom_seg
+from lesionlab.data.dicom import SegmentInfo, read_dicom_series, synth_dicom_series
+from lesionlab.data.dicom_seg import write_dicom_seg
 
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,7 @@ class CaseSegmenter:
 
     Collects each case's report and wall time for the summary. Any error is re-raised as a
     :class:`LesionlabError` with a one-line reason (:func:`failure_reason`), for
-    :func:`lesionlab.pipelines.batch.run_cases` to record.
+    :func:`lesionlab.pipelines.case_runner.run_cases` to record.
     """
 
     def __init__(self, src: BundleSource, predictor: BundlePredictor, metadata: Mapping, fmt: str, output_dir: str,
@@ -194,7 +194,7 @@ class CaseSegmenter:
                 self.reports[case.case_id] = previous
                 return
             self.reports[case.case_id] = self.segment(case)
-        except Exception as err:  # noqa: BLE001 - re-raised with a readable one-line reason
+        except Exception as err:
             _trace.error("case %s (%s) failed", case.case_id, case.path, exc_info=True)
             if isinstance(err, LesionlabError):
                 raise
@@ -204,7 +204,7 @@ class CaseSegmenter:
 
     def segment(self, case) -> dict[str, Any]:
         """Prepare ``case``, predict, write the output in the requested format and the report; return the report."""
-        import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+        import SimpleITK as sitk
 
         from lesionlab.data.io import prepare_case
 
@@ -231,7 +231,7 @@ class CaseSegmenter:
         return report
 
     def _write_output(self, pred, pred_file: str, prepared, out: str) -> None:
-        from lesionlab.data.dicom import write_dicom_seg
+        from lesionlab.data.dicom_seg import write_dicom_seg
         from lesionlab.data.io import write_seg_nrrd
 
         if self.fmt == "nifti":
@@ -244,7 +244,7 @@ class CaseSegmenter:
                             algorithm_version=str(self.metadata.get("version", "")))
 
     def _report(self, case, prepared, pred, out: str) -> dict[str, Any]:
-        import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+        import SimpleITK as sitk
 
         from lesionlab.data.io import label_volumes_ml
 
@@ -308,7 +308,8 @@ def _check_seg_source(series) -> None:
     give a plane position for every frame)."""
     import pydicom
 
-    from lesionlab.data.dicom import _frame_slices, read_dicom_series
+    from lesionlab.data.dicom import read_dicom_series
+    from lesionlab.data.dicom_seg import frame_slices
 
     if series is None:
         raise LesionlabError("DICOM SEG needs a DICOM series as input")
@@ -316,7 +317,7 @@ def _check_seg_source(series) -> None:
         header = pydicom.dcmread(series.files[0], stop_before_pixels=True)
         if int(header.get("NumberOfFrames", 1) or 1) > 1:
             reference, _ = read_dicom_series(series.folder, series.series_instance_uid)
-            _frame_slices(header, reference, series.files[0])
+            frame_slices(header, reference, series.files[0])
 
 
 def check_bundle_before_running(src: BundleSource, trust: bool = False) -> list[str]:
@@ -454,7 +455,7 @@ def infer_bundle(
     import torch
 
     from lesionlab.data.io import find_cases
-    from lesionlab.pipelines.batch import run_cases
+    from lesionlab.pipelines.case_runner import run_cases
 
     _check_request(fmt, device)
     if space not in (None, "auto", "native", "mni"):

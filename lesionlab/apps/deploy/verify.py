@@ -316,7 +316,7 @@ def _spread_input(net, shape: tuple[int, ...]):
     field), the one whose logits spread most (largest standard deviation), so that parity is checked where the
     network's output varies and not on near-constant values."""
     import torch
-    import torch.nn.functional as F  # noqa: N812 - the usual alias
+    import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(0)
     spatial = tuple(shape[2:])
