@@ -14,3 +14,7 @@ from .array import ValidateVolume  # noqa: E402
 from .dictionary import ValidateVolumed  # noqa: E402
 
 __all__ += ["ValidateVolume", "ValidateVolumed"]
+
+from .stain import StainNormalize, StainNormalized, StainNormalizer  # noqa: E402
+
+__all__ += ["StainNormalize", "StainNormalized", "StainNormalizer"]
