@@ -15,6 +15,6 @@ from .dictionary import ValidateVolumed  # noqa: E402
 
 __all__ += ["ValidateVolume", "ValidateVolumed"]
 
-from .stain import StainNormalize, StainNormalized, StainNormalizer  # noqa: E402
+from .stain import StainNormalize, StainNormalized, StainNormalizer, ValidateRGB, ValidateRGBd  # noqa: E402
 
-__all__ += ["StainNormalize", "StainNormalized", "StainNormalizer"]
+__all__ += ["StainNormalize", "StainNormalized", "StainNormalizer", "ValidateRGB", "ValidateRGBd"]

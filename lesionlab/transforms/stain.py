@@ -33,7 +33,11 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_data_type, convert_to_dst_type
 
+from lesionlab.errors import DataError
+
 __all__ = [
+    "ValidateRGB",
+    "ValidateRGBd",
     "StainNormalizer",
     "StainNormalize",
     "StainNormalized",
@@ -280,4 +284,48 @@ class StainNormalized(MapTransform):
             )
         for key in self.key_iterator(d):
             d[key] = self.normalizers[stain](d[key])
+        return d
+
+
+def _source_name(img: NdarrayOrTensor) -> str | None:
+    meta = getattr(img, "meta", None) or {}
+    name = meta.get("filename_or_obj")
+    return None if name is None else str(name)
+
+
+class ValidateRGB(Transform):
+    """Check that a loaded crop is a channel-first RGB image in [0, 255]; refuse anything else clearly.
+
+    An RGBA image whose alpha is fully opaque loses the alpha channel (nothing is lost); transparency, greyscale or
+    other channel counts, and values outside [0, 255] raise ``DataError`` naming the file.
+    """
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        name = _source_name(img)
+        if img.ndim != 3:
+            raise DataError(name, f"expected a 2D colour image, got an array of shape {tuple(img.shape)}")
+        if img.shape[0] == 4:
+            alpha = np.asarray(convert_data_type(img[3], np.ndarray)[0])
+            if alpha.min() < 255:
+                raise DataError(name, "image has a transparent alpha channel; save the crop as opaque RGB")
+            img = img[:3]
+        if img.shape[0] != 3:
+            raise DataError(name, f"expected an RGB stained crop (3 channels), got {img.shape[0]} channel(s)")
+        arr = np.asarray(convert_data_type(img, np.ndarray)[0])
+        if arr.size == 0 or arr.min() < 0 or arr.max() > 255 or not np.isfinite(arr).all():
+            raise DataError(name, "pixel values must be finite and within [0, 255] (8-bit RGB)")
+        return img
+
+
+class ValidateRGBd(MapTransform):
+    """Dictionary twin of :class:`ValidateRGB`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.check = ValidateRGB()
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.check(d[key])
         return d
