@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
+    glomerulus_cli.add_experiments_parser(xsub)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")

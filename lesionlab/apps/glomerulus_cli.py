@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-__all__ = ["add_synth_parser", "add_datalist_parser", "infer_classification"]
+__all__ = ["add_synth_parser", "add_datalist_parser", "add_experiments_parser", "infer_classification"]
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -73,3 +73,28 @@ def infer_classification(args: argparse.Namespace, overrides: dict) -> int | Non
             print(f"FAILED  {r['file']}: {r['error']}")
     print(f"{s['n_ok']}/{s['n_files']} crops classified; probabilities: {out}")
     return 0 if s["n_failed"] == 0 else 1
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from lesionlab.apps.deploy import parse_overrides
+    from lesionlab.apps.glomerulus_experiments import run_glomerulus_table
+
+    paths = run_glomerulus_table(args.table, args.datalist, args.workdir, epochs=args.epochs, quick=args.quick,
+                                 extra=parse_overrides(args.set))
+    with open(paths["table"], encoding="utf-8") as f:
+        print(f.read())
+    for k, v in paths.items():
+        print(f"{k:8s} {v}")
+    return 0
+
+
+def add_experiments_parser(xsub: argparse._SubParsersAction) -> None:
+    """``lesionlab experiments glomerulus-cls``: Table 1 and the freezing study of seed 004."""
+    g = xsub.add_parser("glomerulus-cls", help="glomerulus classification (seed 004): Table 1, freezing study")
+    g.add_argument("--table", required=True, choices=["1", "freeze"])
+    g.add_argument("--datalist", required=True, help="slide-grouped datalist JSON (training/validation/test)")
+    g.add_argument("--epochs", type=int, default=200, help="training epochs per row (paper: 200)")
+    g.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    g.add_argument("--quick", action="store_true", help="one block per stage at 64 x 64 for CPU smoke runs")
+    g.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
+    g.set_defaults(func=_cmd_experiments)

@@ -182,3 +182,32 @@ def test_freeze_fraction_counts_from_the_input_side(fraction):
     assert all(p.requires_grad for n, p in net.named_parameters() if n.startswith("head"))
     with pytest.raises(ValueError):
         freeze_fraction(net, 1.5)
+
+
+@pytest.mark.parametrize("reading", ["A", "B", "C"])
+def test_local_resnet50_weights_load_where_they_fit(tmp_path, reading):
+    from monai.networks.nets import ResNet
+
+    from lesionlab.networks.nets import SEResNet50Improved
+    from lesionlab.pipelines.finetune import load_resnet50_weights
+
+    small = {"layers": (1, 2, 1, 1)}
+    src = ResNet("bottleneck", [1, 2, 1, 1], [64, 128, 256, 512], spatial_dims=2, n_input_channels=3,
+                 num_classes=10, bias_downsample=False)
+    path = tmp_path / "resnet50.pt"
+    torch.save({"state_dict": src.state_dict()}, path)
+    net = SEResNet50Improved(2, 3, 4, reading=reading, **small)
+    info = load_resnet50_weights(net, path)
+    sd, own = src.state_dict(), net.state_dict()
+    torch.testing.assert_close(own["stem.0.conv.weight"], sd["conv1.weight"])
+    if reading == "C":
+        assert info["loaded"] == 5  # the stem only
+        return
+    torch.testing.assert_close(own["stages.1.0.branch.0.conv.weight"], sd["layer2.0.conv1.weight"])
+    torch.testing.assert_close(own["stages.1.1.branch.1.0.conv.weight"], sd["layer2.1.conv2.weight"][:, :, 1:2, :])
+    torch.testing.assert_close(own["stages.1.1.branch.1.1.conv.weight"], sd["layer2.1.conv2.weight"][:, :, :, 1:2])
+    torch.testing.assert_close(own["stages.3.0.shortcut.adn.N.running_var"], sd["layer4.0.downsample.1.running_var"])
+    assert not info["skipped"]
+    with pytest.raises(DataError, match="ResNet-50"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
+        load_resnet50_weights(net, tmp_path / "bad.pt")

@@ -139,6 +139,7 @@ class ImprovedSEResBlock(nn.Module):
         width = out_channels // 4 if width is None else width
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}.")
+        self.reading = reading
         passes, bottleneck = BLOCK_READINGS[reading]
         conv = dict(act=act, norm=norm, bias=False)
         mid = width if bottleneck else out_channels
