@@ -9,16 +9,14 @@ extra dependencies (VGG16, Inception V3: not in MONAI, and torchvision is not us
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-import time
 from typing import Any
 
 import numpy as np
 
-from lesionlab.apps.bundle import bundle_path, copy_bundle
-from lesionlab.apps.experiments import Row, _complexity, _configs, wilcoxon_p
-from lesionlab.errors import LesionlabError
+from lesionlab.apps.experiments import Row, _complexity, open_table, run_rows, train_and_evaluate_row, wilcoxon_p
 from lesionlab.utils import atomic_write_text
 
 __all__ = ["GLOMERULUS_TABLES", "run_glomerulus_table"]
@@ -31,6 +29,7 @@ _Q = {"network_def#layers": [1, 1, 1, 1], "network_def#channels": [16, 32, 64, 1
 _Q_RESNET = {"network_def#layers": [1, 1, 1, 1], "network_def#block_inplanes": [16, 32, 64, 128],
              "spatial_size": [64, 64]}
 _Q_SERESNET = {"network_def#layers": [1, 1, 1, 1], "spatial_size": [64, 64]}
+_QUICK_TEXT = "quick: one block per stage, quarter widths (SE-ResNet-50: full), 64 x 64 inputs"
 
 GLOMERULUS_TABLES: dict[str, dict[str, Any]] = {
     "1": {
@@ -58,27 +57,12 @@ GLOMERULUS_TABLES: dict[str, dict[str, Any]] = {
 
 
 def _run_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool, extra: dict[str, Any]) -> dict:
-    from monai.bundle import run
-
-    root = copy_bundle(bundle_path(row.bundle), os.path.join(workdir, row.slug))
-    overrides = {"dataset_dir": os.path.dirname(datalist), "datalist": datalist, "bundle_root": root,
-                 "progress": False, "val_interval": max(epochs, 1)}
-    if quick:
-        overrides.update(row.quick)
-    overrides.update(extra)
-    meta = os.path.join(root, "configs", "metadata.json")
-    log = os.path.join(root, "configs", "logging.conf")
-    t0 = time.time()
-    run("training", meta_file=meta, config_file=_configs(root, row, "train"), logging_file=log, epochs=epochs,
-        **overrides)
-    run("evaluating", meta_file=meta, config_file=_configs(root, row, "train", "evaluate"), logging_file=log,
-        **overrides)
+    root, seconds = train_and_evaluate_row(row, workdir, datalist, epochs, quick, extra)
     with open(os.path.join(root, "eval", "metrics.json")) as f:
         report = json.load(f)
-    with open(os.path.join(root, "eval", "predictions.csv")) as f:
-        lines = f.read().splitlines()[1:]
-    correct = {ln.split(",")[0]: float(ln.split(",")[1] == ln.split(",")[2]) for ln in lines}
-    return {"report": report, "correct": correct, "seconds": round(time.time() - t0, 1), **_complexity(root, row)}
+    with open(os.path.join(root, "eval", "predictions.csv"), newline="") as f:
+        correct = {r["file"]: float(r["true"] == r["predicted"]) for r in csv.DictReader(f)}
+    return {"report": report, "correct": correct, "seconds": seconds, **_complexity(root, row)}
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -120,14 +104,8 @@ def run_glomerulus_table(table_id: str, datalist: str, workdir: str, epochs: int
         quick: one block per stage at 64 x 64 (CPU smoke runs).
         extra: config overrides for every row, applied last (e.g. ``{"learning_rate": 1e-3}``).
     """
-    if table_id not in GLOMERULUS_TABLES:
-        raise LesionlabError(f"unknown table {table_id!r}; choose from {sorted(GLOMERULUS_TABLES)}")
-    datalist = os.path.abspath(datalist)
-    if not os.path.isfile(datalist):
-        raise LesionlabError(f"{datalist}: datalist not found (build one with `lesionlab datalist-glomeruli`)")
-    spec = GLOMERULUS_TABLES[table_id]
-    workdir = os.path.join(os.path.abspath(workdir), f"glomerulus_table_{table_id}")
-    os.makedirs(workdir, exist_ok=True)
+    spec, datalist, workdir = open_table(GLOMERULUS_TABLES, table_id, datalist, workdir, "glomerulus_table",
+                                         "lesionlab datalist-glomeruli")
     with open(datalist) as f:
         counts = {k: len(v) for k, v in json.load(f).items()}
     settings = {"epochs": epochs, "quick": quick, **(extra or {})}
@@ -136,13 +114,8 @@ def run_glomerulus_table(table_id: str, datalist: str, workdir: str, epochs: int
                 f"initialisation (no ImageNet weights), augmentation (rotation, noise, same-class mixup) on the "
                 f"training part only; data {datalist} with {counts.get('training', 0)}/{counts.get('validation', 0)}/"
                 f"{counts.get('test', 0)} train/validation/test crops split by slide; "
-                f"{'quick: one block per stage, quarter widths (SE-ResNet-50: full), 64 x 64 inputs' if quick else 'full networks at 224 x 224'}.")
-    results: dict[str, dict] = {}
-    for row in spec["rows"]:
-        if row.bundle is None:
-            continue
-        print(f"[glomerulus table {table_id}] {row.name}: training {epochs} epoch(s) and evaluating ...", flush=True)
-        results[row.name] = _run_row(row, workdir, datalist, epochs, quick, extra or {})
+                f"{_QUICK_TEXT if quick else 'full networks at 224 x 224'}.")
+    results = run_rows(spec, _run_row, f"glomerulus table {table_id}", workdir, datalist, epochs, quick, extra)
     ref = next((r.name for r in spec["rows"] if r.reference and r.name in results), None)
     pvals: dict[str, float] = {}
     if ref is not None:

@@ -51,7 +51,7 @@ def _resnet50_mapping(network: nn.Module, src: dict[str, torch.Tensor]) -> dict[
     conv_bn("stem.0", "conv1", "bn1")
     reading = getattr(network.stages[0][0], "reading", None)
     for i, stage in enumerate(network.stages):
-        for j, block in enumerate(stage):
+        for j in range(len(stage)):
             pre = f"layer{i + 1}.{j}"
             if f"{pre}.conv1.weight" not in src:
                 continue
