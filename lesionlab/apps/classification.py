@@ -272,6 +272,7 @@ def classify_folder(bundle: str, input_path: str, output_csv: str, device: str =
 
     from lesionlab.apps.deploy.archive import open_bundle
     from lesionlab.apps.deploy.config import bundle_on_path, config_file, load_state_dict, load_weights
+    from lesionlab.apps.deploy.infer import failure_reason
 
     files = _input_files(input_path)
     with open_bundle(bundle) as src:
@@ -295,7 +296,14 @@ def classify_folder(bundle: str, input_path: str, output_csv: str, device: str =
             net = parser.get_parsed_content("network_def", instantiate=True)
             load_weights(net, load_state_dict(ckpt), ckpt)
             net = net.to(device).eval()
-            pre = parser.get_parsed_content("preprocessing", instantiate=True)
+            try:
+                pre = parser.get_parsed_content("preprocessing", instantiate=True)
+            except Exception as err:  # noqa: BLE001 - usually missing stain-normalisation targets
+                raise LesionlabError(
+                    f"{root}: cannot build the inference preprocessing ({failure_reason(err)}). Stain targets are "
+                    "read from stain_target_dir (models/stain_targets after training): pass --set "
+                    "stain_target_dir=DIR, or --set stain_normalize=False for crops that need no normalisation"
+                ) from err
         rows = []
         for f in tqdm(files, desc="classifying", unit="crop", disable=len(files) < 10):
             row: dict[str, Any] = {"file": f, "predicted": ""}
@@ -307,8 +315,6 @@ def classify_folder(bundle: str, input_path: str, output_csv: str, device: str =
                 row.update({f"p_{c}": f"{float(v):.6f}" for c, v in zip(names, prob)})
                 row["error"] = ""
             except Exception as err:  # noqa: BLE001 - one bad crop must not stop the folder
-                from lesionlab.apps.deploy.infer import failure_reason
-
                 row.update({f"p_{c}": "" for c in names})
                 row["error"] = failure_reason(err)
                 logger.warning("%s: %s", f, row["error"])
