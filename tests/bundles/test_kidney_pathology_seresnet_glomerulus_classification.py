@@ -4,8 +4,9 @@ folder to a CSV (a broken crop keeps its row), metadata against the offline sche
 verify_net_in_out at 224 x 224 and a TorchScript export.
 
 Learning floor: with the tiny settings below (16 synthetic slides x 8 crops at 64 x 64, one block per stage at a
-quarter of the paper's widths, Adam lr 1e-3, 10 epochs, seed 0) the held-out test accuracy measured 0.XX (seed 0) and
-0.XX (seed 1) against 0.25 for chance; the test asserts >= 0.45. About two CPU minutes on a loaded machine.
+quarter of the paper's widths, Adam lr 1e-3, 10 epochs) the accuracy on the 24 crops of the held-out test slides
+measured 0.875 (seed 0, the seed used here) and 0.708 (seed 1 for data, split and training) against 0.25 for chance;
+the test asserts >= 0.45. The module takes about 1 CPU minute (11 minutes of wall time on a machine with a load of 20).
 """
 
 from __future__ import annotations
