@@ -113,6 +113,7 @@ def test_datalist_refuses_missing_images(tmp_path):
 
 def test_crops_from_a_tiff_slide_with_rectangles(tmp_path):
     tifffile = pytest.importorskip("tifffile")
+    pytest.importorskip("lesionlab.data.slides", reason="the shared slide reader (issue 10) is not merged yet")
     rng = np.random.default_rng(0)
     slide = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
     path = str(tmp_path / "slideA.tif")
@@ -134,7 +135,8 @@ def test_crops_from_a_tiff_slide_with_rectangles(tmp_path):
 
 
 def test_crops_from_the_real_aperio_slide(tmp_path):
-    from lesionlab.data.slides import sample_svs_path
+    slides = pytest.importorskip("lesionlab.data.slides", reason="the shared slide reader (issue 10) is not merged yet")
+    sample_svs_path = slides.sample_svs_path
 
     svs = sample_svs_path()
     if svs is None:
