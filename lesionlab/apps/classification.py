@@ -124,13 +124,20 @@ def gradcam_figure(network: torch.nn.Module, images: torch.Tensor, labels: Seque
     plt = _pyplot()
     device = next(network.parameters()).device
     was_training = network.training
+    # frozen layers (freeze_fraction) carry no gradient, which Grad-CAM needs: unfreeze for the maps, then restore
+    flags = [p.requires_grad for p in network.parameters()]
+    for p in network.parameters():
+        p.requires_grad_(True)
     network.eval()
-    with torch.enable_grad():
-        x = images.to(device).float()
-        logits = network(x)
-        pred = logits.argmax(1)
-        cam = GradCAM(nn_module=network, target_layers=target_layer)(x, class_idx=None)
-    network.train(was_training)
+    try:
+        with torch.enable_grad():
+            x = images.to(device).float()
+            pred = network(x).argmax(1)
+            cam = GradCAM(nn_module=network, target_layers=target_layer)(x, class_idx=None)
+    finally:
+        for p, flag in zip(network.parameters(), flags):
+            p.requires_grad_(flag)
+        network.train(was_training)
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
     for i in range(n):
