@@ -305,7 +305,7 @@ def classify_folder(bundle: str, input_path: str, output_csv: str, device: str =
             net = net.to(device).eval()
             try:
                 pre = parser.get_parsed_content("preprocessing", instantiate=True)
-            except Exception as err:  # noqa: BLE001 - usually missing stain-normalisation targets
+            except Exception as err:  # usually missing stain-normalisation targets
                 raise LesionlabError(
                     f"{root}: cannot build the inference preprocessing ({failure_reason(err)}). Stain targets are "
                     "read from stain_target_dir (models/stain_targets after training): pass --set "

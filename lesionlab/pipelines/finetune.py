@@ -86,7 +86,7 @@ def load_resnet50_weights(network: nn.Module, path: str | os.PathLike) -> dict[s
     """
     try:
         src = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure means the file is not usable weights
+    except Exception as err:  # any failure: the file is not usable weights
         raise DataError(path, f"cannot read weights ({type(err).__name__}: {err})") from err
     for key in ("model", "state_dict"):
         if isinstance(src, dict) and isinstance(src.get(key), dict):

@@ -269,7 +269,8 @@ class StainNormalized(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.stain_key = stain_key
-        args = dict(method=method, lambda_=lambda_, alpha=alpha, beta=beta, max_pixels=max_pixels, seed=seed)
+        args = {"method": method, "lambda_": lambda_, "alpha": alpha, "beta": beta, "max_pixels": max_pixels,
+                "seed": seed}
         self.per_stain = isinstance(targets, Mapping)
         items = targets.items() if isinstance(targets, Mapping) else [("*", targets)]
         self.normalizers = {str(name): StainNormalize(t, **args) for name, t in items}

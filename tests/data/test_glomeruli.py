@@ -25,6 +25,7 @@ from lesionlab.errors import DataError
 from lesionlab.pipelines.finetune import freeze_fraction
 
 # the first lines of the Fig. 5b listing, verbatim (it opens with "[")
+# ruff: noqa: E501
 PAPER_LINES = """[{"image_name": "0496052bb_1.png", "正常肾小球": 1, "节段性硬化": 0, "系膜细胞增生": 0, "新月体形成": 0}
 {"image_name": "0496052bb_10.png", "正常肾小球": 0, "节段性硬化": 0, "系膜细胞增生": 1, "新月体形成": 0}
 {"image_name": "0496052bb_100.png", "正常肾小球": 0, "节段性硬化": 1, "系膜细胞增生": 0, "新月体形成": 0}

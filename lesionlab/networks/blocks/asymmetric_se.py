@@ -141,7 +141,7 @@ class ImprovedSEResBlock(nn.Module):
             raise ValueError(f"width must be >= 1, got {width}.")
         self.reading = reading
         passes, bottleneck = BLOCK_READINGS[reading]
-        conv = dict(act=act, norm=norm, bias=False)
+        conv = {"act": act, "norm": norm, "bias": False}
         mid = width if bottleneck else out_channels
         branch: list[nn.Module] = []
         if bottleneck:

@@ -46,7 +46,7 @@ class TestPaperNumbers(unittest.TestCase):
         blk = ImprovedSEResBlock(2, 256, 256, width=64, reading="A")
         self.assertEqual(_conv_weights(blk.branch), (4 + 12 + 4) * 64**2)
 
-    @parameterized.expand([(r, n) for r, n in SPEC_COUNTS.items()])
+    @parameterized.expand(list(SPEC_COUNTS.items()))
     def test_parameter_counts_match_spec_table(self, reading, expected):
         self.assertEqual(count_parameters(SEResNet50Improved(2, 3, 4, reading=reading)), expected)
 
