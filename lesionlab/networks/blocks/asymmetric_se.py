@@ -8,10 +8,18 @@ from monai.networks.blocks import ChannelSELayer, Convolution
 from monai.networks.layers.factories import Act
 from monai.networks.layers.utils import get_act_layer
 
-__all__ = ["BLOCK_READINGS", "FactorizedConv", "ImprovedSEResBlock"]
+__all__ = ["BLOCK_READINGS", "FactorizedConv", "ImprovedSEResBlock", "check_reading"]
 
 #: The three readings of the improved block (seed 004 §3.4 / §9.1): factorised passes and 1x1 bottleneck or not.
 BLOCK_READINGS = {"A": (2, True), "B": (1, True), "C": (2, False)}
+
+
+def check_reading(spatial_dims: int, reading: str) -> None:
+    """Raise ``ValueError`` unless ``spatial_dims`` is 1, 2 or 3 and ``reading`` one of :data:`BLOCK_READINGS`."""
+    if spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+    if reading not in BLOCK_READINGS:
+        raise ValueError(f"reading must be one of {sorted(BLOCK_READINGS)}, got {reading!r}.")
 
 
 class FactorizedConv(nn.Sequential):
@@ -128,10 +136,7 @@ class ImprovedSEResBlock(nn.Module):
         norm: str | tuple = "batch",
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-        if reading not in BLOCK_READINGS:
-            raise ValueError(f"reading must be one of {sorted(BLOCK_READINGS)}, got {reading!r}.")
+        check_reading(spatial_dims, reading)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}.")
         if reduction < 1 or out_channels // reduction < 1:

@@ -9,7 +9,7 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Norm, Pool
 
-from lesionlab.networks.blocks.asymmetric_se import BLOCK_READINGS, ImprovedSEResBlock
+from lesionlab.networks.blocks.asymmetric_se import ImprovedSEResBlock, check_reading
 
 __all__ = ["SEResNet50Improved"]
 
@@ -89,10 +89,7 @@ class SEResNet50Improved(nn.Module):
         dropout_prob: float = 0.5,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-        if reading not in BLOCK_READINGS:
-            raise ValueError(f"reading must be one of {sorted(BLOCK_READINGS)}, got {reading!r}.")
+        check_reading(spatial_dims, reading)
         if in_channels < 1 or out_channels < 1 or stem_channels < 1:
             raise ValueError(
                 f"in_channels, out_channels and stem_channels must be >= 1, got {in_channels}, {out_channels}, "
