@@ -146,7 +146,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_infer(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import infer_bundle, parse_overrides
+    from lesionlab.apps.glomerulus_cli import infer_classification
 
+    code = infer_classification(args, parse_overrides(args.set))  # classification bundles: crops -> CSV
+    if code is not None:
+        return code
     s = infer_bundle(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
                      overrides=parse_overrides(args.set), series_uid=args.series_uid, trust=args.trust,
                      overwrite=args.overwrite, space=args.space, spacing=args.spacing)
@@ -162,6 +166,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lesionlab.apps import glomerulus_cli
     from lesionlab.apps.experiments import TABLES
 
     p = argparse.ArgumentParser(prog="lesionlab", description="lesionlab: MONAI bundles for lesion segmentation.")
@@ -203,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--size", type=int, help="rows and columns (head: 224; toy: 64)")
     sd.add_argument("--seed", type=int, default=0)
     sd.set_defaults(func=_cmd_synth_dicom)
+    glomerulus_cli.add_synth_parser(ssub)
 
     dl = sub.add_parser("datalist", help="build a MONAI datalist JSON from an ATLAS R1.1 or R2.0 folder")
     dl.add_argument("--root", required=True, help="data folder (searched recursively)")
@@ -215,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--seed", type=int, default=0)
     dl.add_argument("--skip-incomplete", action="store_true", help="warn about and skip unpaired files")
     dl.set_defaults(func=_cmd_datalist)
+    glomerulus_cli.add_datalist_parser(sub)
 
     r = sub.add_parser("run", help="run a bundle: train, evaluate or infer (MONAI's bundle runner)")
     r.add_argument("mode", choices=["train", "evaluate", "infer"])
@@ -236,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
+    glomerulus_cli.add_experiments_parser(xsub)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")

@@ -22,6 +22,7 @@ from .dictionary import (
     ValidateHeaderd,
     ValidateVolumed,
 )
+from .stain import StainNormalize, StainNormalized, StainNormalizer, ValidateRGB, ValidateRGBd
 
 __all__ = [
     "DEFAULT_OFFSETS",
@@ -40,4 +41,9 @@ __all__ = [
     "RegisterToTemplated",
     "ValidateHeaderd",
     "ValidateVolumed",
+    "StainNormalize",
+    "StainNormalized",
+    "StainNormalizer",
+    "ValidateRGB",
+    "ValidateRGBd",
 ]

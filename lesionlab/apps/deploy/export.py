@@ -136,6 +136,14 @@ def _copy_bundle_items(src_root: str, root: str) -> None:
         logger.warning("%s has no LICENSE file; model-zoo and hospitals expect one", src_root)
 
 
+def _copy_model_assets(models_dir: str, dst: str) -> None:
+    """Copy the sub-folders next to the checkpoint (assets trained with the model, e.g. ``stain_targets/``)."""
+    if os.path.isdir(models_dir):
+        for name in sorted(os.listdir(models_dir)):
+            if os.path.isdir(os.path.join(models_dir, name)) and not name.startswith("."):
+                shutil.copytree(os.path.join(models_dir, name), os.path.join(dst, name), ignore=_IGNORED)
+
+
 def _weights_into(net, ckpt_path: str, random_weights: bool, seed: int, bundle_name: str) -> dict[str, Any]:
     """Load the trained weights into ``net`` (or keep its random ones when allowed); the manifest's source entry."""
     if os.path.exists(ckpt_path):
@@ -241,6 +249,7 @@ def export_bundle(
         source = _weights_into(net, ckpt_path, random_weights, seed, src.name)
         evaluation = evaluation or os.path.join(src.root, "eval", "metrics_summary.json")
         _write_eval_metrics(root, eval_metrics_for(evaluation, ckpt_path, source), dataset)
+        _copy_model_assets(os.path.dirname(os.path.abspath(ckpt_path)), os.path.join(root, "models"))
         torch.save(net.state_dict(), os.path.join(root, "models", "model.pt"))
         t0 = time.time()
         ts_info = export_ts(root, shape)
