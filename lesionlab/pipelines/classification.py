@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import os
+import shutil
 from typing import Any
 
 import torch
 
-__all__ = ["class_scores_and_indices"]
+__all__ = ["class_scores_and_indices", "copy_asset_folder", "image_meta"]
 
 
 def class_scores_and_indices(pred_key: str = "prob", label_key: str = "label") -> Callable[[Any], tuple]:
@@ -27,3 +29,20 @@ def class_scores_and_indices(pred_key: str = "prob", label_key: str = "label") -
         return scores, torch.stack(labels).to(scores.device)
 
     return transform
+
+
+def image_meta(batch: Sequence[dict], key: str = "image") -> list[dict]:
+    """A saver's ``batch_transform``: the metadata of each decollated item's image (file name for the CSV row)."""
+    return [item[key].meta for item in batch]
+
+
+def copy_asset_folder(src: str, ckpt_dir: str, name: str, enabled: bool = True) -> str | None:
+    """Copy a folder trained with the model (e.g. the stain targets) next to the checkpoints as ``ckpt_dir/name``.
+
+    ``lesionlab export`` ships every such folder with the weights. Returns the destination, or None when disabled.
+    """
+    if not enabled:
+        return None
+    dst = os.path.join(ckpt_dir, name)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return dst

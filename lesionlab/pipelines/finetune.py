@@ -106,3 +106,8 @@ def finetune_setup(network: nn.Module, pretrained: str | None = None, freeze: fl
     if pretrained:
         load_resnet50_weights(network, pretrained)
     return freeze_fraction(network, freeze)
+
+
+def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimiser updates: those not frozen by :func:`freeze_fraction` (``requires_grad``)."""
+    return [p for p in network.parameters() if p.requires_grad]

@@ -70,6 +70,9 @@ ALLOWED_CHAINS = frozenset({
     "numpy.uint8", "numpy.int16", "numpy.int32", "numpy.int64", "numpy.uint16", "numpy.float16", "numpy.float32",
     "numpy.float64", "numpy.bool_",
     "monai.utils.set_determinism", "monai.handlers.from_engine",
+    "lesionlab.pipelines.finetune.finetune_setup", "lesionlab.pipelines.finetune.trainable_parameters",
+    "lesionlab.pipelines.classification.class_scores_and_indices", "lesionlab.pipelines.classification.image_meta",
+    "lesionlab.pipelines.classification.copy_asset_folder",
 })
 #: methods an expression may call on a config reference (``@evaluator.run()``, ``@network_def.to(@device)``...)
 ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval"})
@@ -82,6 +85,8 @@ ALLOWED_SHORT_TARGETS = frozenset({
     "RandFlipd", "RandRotate90d", "RandScaleIntensityd", "RandShiftIntensityd", "SaveImaged", "ScaleIntensityd",
     "ScaleIntensityRanged", "SegResNet", "SimpleInferer", "SlidingWindowInferer", "Spacingd", "SpatialPadd",
     "StatsHandler", "SupervisedEvaluator", "SupervisedTrainer", "TensorBoardStatsHandler", "UNet", "ValidationHandler",
+    # classification bundles
+    "ClassificationSaver", "CopyItemsd", "RandGaussianNoised", "RandRotated", "Resized", "load_decathlon_datalist",
 })
 #: dotted ``_target_`` names allowed one by one (functions)
 ALLOWED_TARGETS = frozenset({"torch.narrow", "lesionlab.data.validation.load_checked_datalist",
@@ -94,6 +99,7 @@ ALLOWED_TARGET_MODULES = frozenset({
     "monai.transforms", "monai.networks.nets", "monai.losses", "monai.metrics", "monai.handlers", "monai.inferers",
     "monai.engines", "monai.data",
     "torch.optim", "torch.optim.lr_scheduler", "torch.nn",
+    "lesionlab.data.mixup", "lesionlab.apps.classification", "ignite.metrics",
 })
 #: string arguments that MONAI turns into a class by its dotted path
 _CLASS_PATH_KEYS = ("writer", "reader")
@@ -132,9 +138,14 @@ def _imports(text: str) -> dict[str, str] | str:
         return "only one plain 'import module' per expression is allowed ('from' imports are refused)"
     out = {}
     for alias in tree.body[0].names:
-        if alias.name not in ALLOWED_IMPORTS:
+        # a submodule of the project's own package is as trusted as the package; other modules only by name
+        if alias.name not in ALLOWED_IMPORTS and not alias.name.startswith("lesionlab."):
             return f"imports {alias.name} (allowed: {', '.join(sorted(ALLOWED_IMPORTS))})"
-        out[alias.asname or alias.name] = alias.name
+        if alias.asname:
+            out[alias.asname] = alias.name
+        else:  # 'import a.b' binds the name 'a' to the package a
+            top = alias.name.split(".")[0]
+            out[top] = top
     return out
 
 
