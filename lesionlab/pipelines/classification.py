@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
