@@ -24,11 +24,18 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import DiceLoss, TverskyLoss
+from monai.losses import DeepSupervisionLoss, DiceLoss, TverskyLoss
 
 from lesionlab.pipelines.class_weights import class_weights
 
-__all__ = ["two_class_logits", "SoftmaxFocalLoss", "TopKCrossEntropyLoss", "CompoundLoss", "build_imbalance_loss"]
+__all__ = [
+    "two_class_logits",
+    "SoftmaxFocalLoss",
+    "TopKCrossEntropyLoss",
+    "CompoundLoss",
+    "build_imbalance_loss",
+    "StackedDeepSupervisionLoss",
+]
 
 LOSS_NAMES = ("ce", "focal", "dice", "ob", "tversky")
 
@@ -199,3 +206,25 @@ def build_imbalance_loss(
             terms.append(TverskyLoss(include_background=True, to_onehot_y=True, softmax=True,
                                      alpha=tversky_alpha, beta=tversky_beta))
     return CompoundLoss(terms)
+
+
+class StackedDeepSupervisionLoss(nn.Module):
+    """Applies ``loss`` to every head of a stacked deep-supervision output ``(B, S, C, *spatial)`` (UNet 3+, U-Net++
+    in training mode; full-resolution head first) through MONAI's ``DeepSupervisionLoss``; a plain ``(B, C,
+    *spatial)`` output goes to ``loss`` directly, so one config serves networks with and without deep supervision.
+    The target must keep its channel axis, ``(B, 1, *spatial)``.
+
+    Args:
+        loss: the per-head loss.
+        weight_mode: MONAI's head weighting (``"same"``: the UNet 3+ paper sums its side losses equally).
+    """
+
+    def __init__(self, loss: nn.Module, weight_mode: str = "same") -> None:
+        super().__init__()
+        self.loss = loss
+        self.ds = DeepSupervisionLoss(loss, weight_mode=weight_mode)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.ndim == target.ndim + 1:
+            return self.ds(list(torch.unbind(input, dim=1)), target)
+        return self.loss(input, target)

@@ -14,3 +14,8 @@ from .array import ValidateVolume  # noqa: E402
 from .dictionary import ValidateVolumed  # noqa: E402
 
 __all__ += ["ValidateVolume", "ValidateVolumed"]
+
+from .array import ValidateRGBTile  # noqa: E402
+from .dictionary import ValidateRGBTiled  # noqa: E402
+
+__all__ += ["ValidateRGBTile", "ValidateRGBTiled"]

@@ -168,3 +168,23 @@ class ValidateVolumed(MapTransform):
         return d
 
 __all__ += ["ValidateVolumed"]
+
+
+class ValidateRGBTiled(MapTransform):
+    """Dictionary version of :class:`~lesionlab.transforms.array.ValidateRGBTile` (put it after
+    ``EnsureChannelFirstd``)."""
+
+    def __init__(self, keys: KeysCollection, min_size: int = 16, allow_missing_keys: bool = False) -> None:
+        from lesionlab.transforms.array import ValidateRGBTile
+
+        super().__init__(keys, allow_missing_keys)
+        self.check = ValidateRGBTile(min_size)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.check(d[key])
+        return d
+
+
+__all__ += ["ValidateRGBTiled"]

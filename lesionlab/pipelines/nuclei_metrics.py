@@ -1,0 +1,107 @@
+"""Evaluation glue for the nuclei bundle: the confusion-matrix scores as a key metric and a report in the thesis's
+columns (seed 001 §7: per-class IoU, precision, recall, Dice; mIoU, "mAP" = mean precision, mean recall, Dice).
+
+The scores themselves are :mod:`lesionlab.pipelines.confusion` (one confusion matrix over the whole test split,
+means over all classes including background, NaN-skipping for classes absent from truth and prediction).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from lesionlab.pipelines.confusion import ConfusionMatrixScores, segmentation_scores
+from lesionlab.utils import atomic_write_text
+
+__all__ = ["ConfusionKeyMetric", "paper_columns", "scores_markdown", "ConfusionReportHandler"]
+
+#: the thesis's overall columns -> keys of :func:`segmentation_scores`
+PAPER_COLUMNS = {"Dice": "mDice", "mIoU": "mIoU", "mAP": "mPrecision", "Mean recall": "mRecall"}
+
+
+class ConfusionKeyMetric(ConfusionMatrixScores):
+    """:class:`ConfusionMatrixScores` whose own entry in ``engine.state.metrics`` is one score (``key``, default
+    mIoU), so MONAI's best-checkpoint and stats handlers can use it as the key metric; every other score stays in
+    ``engine.state.metrics`` under its own name and the whole result under ``<name>_all``."""
+
+    def __init__(self, *args: Any, key: str = "mIoU", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key = key
+
+    def completed(self, engine: Engine, name: str) -> None:
+        result = self.compute()
+        for k, v in result.items():
+            engine.state.metrics[k] = v
+        engine.state.metrics[f"{name}_all"] = result
+        engine.state.metrics[name] = result[self.key]
+
+
+def _paper_precision(row: dict[str, float]) -> float:
+    """A class present in the truth but never predicted has precision 0 (the thesis's convention: its all-background
+    rows have mAP = background share / C), not NaN as in MMSeg; classes absent from truth and prediction stay NaN."""
+    p, r = row["Precision"], row["Recall"]
+    return p if np.isfinite(p) else (0.0 if np.isfinite(r) else float("nan"))
+
+
+def paper_columns(scores: dict[str, Any]) -> dict[str, float]:
+    """``{"Dice", "mIoU", "mAP", "Mean recall"}`` from :func:`segmentation_scores` output.
+
+    Dice is the mean per-class Dice of the global confusion matrix (the thesis's own "Dice" is an unexplained,
+    optimistic aggregate, spec §7); mAP is the mean precision with never-predicted classes counted as 0.
+    """
+    out = {col: float(scores[key]) for col, key in PAPER_COLUMNS.items()}
+    prec = [_paper_precision(row) for row in scores["per_class"].values()]
+    out["mAP"] = float(np.nanmean(prec)) if np.isfinite(prec).any() else float("nan")
+    return out
+
+
+def _f(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.4f}"
+
+
+def scores_markdown(scores: dict[str, Any], title: str = "") -> str:
+    """Markdown: the paper's overall columns, then per-class IoU / precision / recall / Dice."""
+    cols = paper_columns(scores)
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| " + " | ".join(cols) + " | aAcc |", "|" + "---|" * (len(cols) + 1),
+              "| " + " | ".join(_f(v) for v in cols.values()) + f" | {_f(scores['aAcc'])} |", "",
+              "| Class | IoU | Precision | Recall | Dice |", "|---|---|---|---|---|"]
+    for name, row in scores["per_class"].items():
+        lines.append(f"| {name} | {_f(row['IoU'])} | {_f(_paper_precision(row))} | {_f(row['Recall'])} | "
+                     f"{_f(row['Dice'])} |")
+    return "\n".join(lines) + "\n"
+
+
+class ConfusionReportHandler:
+    """Writes ``scores.json`` (all scores + the confusion matrix) and ``scores.md`` when an evaluation completes.
+
+    Args:
+        output_dir: report folder.
+        class_names: class names in index order.
+        title: heading of the markdown report.
+        cm_key: ``engine.state.metrics`` entry holding the confusion matrix (from :class:`ConfusionKeyMetric`).
+    """
+
+    def __init__(self, output_dir: str, class_names: Sequence[str], title: str = "Evaluation",
+                 cm_key: str = "confusion_matrix") -> None:
+        self.output_dir = output_dir
+        self.class_names = [str(n) for n in class_names]
+        self.title = title
+        self.cm_key = cm_key
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        cm = np.asarray(engine.state.metrics[self.cm_key], dtype=np.int64)
+        scores = segmentation_scores(cm, self.class_names)
+        scores["confusion_matrix"] = cm.tolist()
+        scores["class_names"] = self.class_names
+        os.makedirs(self.output_dir, exist_ok=True)
+        atomic_write_text(os.path.join(self.output_dir, "scores.json"), json.dumps(scores, indent=2) + "\n")
+        atomic_write_text(os.path.join(self.output_dir, "scores.md"), scores_markdown(scores, self.title))
