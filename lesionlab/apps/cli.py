@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,21 @@ def _cmd_synth_isles(args: argparse.Namespace) -> int:
     cases = synth_isles2015(args.out, n=args.n, seed=args.seed, shape=tuple(args.shape), progress=not args.quiet)
     print(f"wrote {len(cases)} synthetic ISLES 2015 SISS cases (.mha, {'x'.join(map(str, args.shape))}) to {args.out}; "
           "see NOTICE_MNI152.txt there")
+    return 0
+
+
+def _cmd_synth_nuclei(args: argparse.Namespace) -> int:
+    from lesionlab.data.synthetic import synth_conic, synth_monusac
+
+    if args.format in ("conic", "both"):
+        out = os.path.join(args.out, "conic") if args.format == "both" else args.out
+        synth_conic(out, n=args.n, size=args.size, seed=args.seed, progress=not args.quiet)
+        print(f"wrote {args.n} synthetic CoNIC tiles ({args.size}x{args.size}, images.npy + labels.npy) to {out}")
+    if args.format in ("monusac", "both"):
+        out = os.path.join(args.out, "monusac") if args.format == "both" else args.out
+        synth_monusac(out, patients=args.patients, images_per_patient=args.images_per_patient, seed=args.seed,
+                      progress=not args.quiet)
+        print(f"wrote {args.patients * args.images_per_patient} synthetic MoNuSAC images (.tif + .xml) to {out}")
     return 0
 
 
@@ -188,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--size", type=int, default=64, help="rows and columns (default 64)")
     sd.add_argument("--seed", type=int, default=0)
     sd.set_defaults(func=_cmd_synth_dicom)
+    sn = ssub.add_parser("nuclei", help="synthetic H&E nuclei in CoNIC (.npy) and/or MoNuSAC (.tif + .xml) format")
+    sn.add_argument("--out", required=True, help="output folder (with --format both: conic/ and monusac/ inside)")
+    sn.add_argument("--format", choices=["conic", "monusac", "both"], default="conic")
+    sn.add_argument("--n", type=int, default=40, help="CoNIC tiles (default 40)")
+    sn.add_argument("--size", type=int, default=256, help="CoNIC tile size (default 256, as CoNIC)")
+    sn.add_argument("--patients", type=int, default=4, help="MoNuSAC patient folders (default 4)")
+    sn.add_argument("--images-per-patient", type=int, default=3, help="MoNuSAC images per patient (default 3)")
+    sn.add_argument("--seed", type=int, default=0)
+    sn.add_argument("--quiet", action="store_true", help="no progress bar")
+    sn.set_defaults(func=_cmd_synth_nuclei)
 
     dl = sub.add_parser("datalist", help="build a MONAI datalist JSON from an ATLAS R1.1 or R2.0 folder")
     dl.add_argument("--root", required=True, help="data folder (searched recursively)")
