@@ -117,6 +117,17 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiments_imbalance(args: argparse.Namespace) -> int:
+    from lesionlab.apps.imbalance_experiments import run_imbalance_table
+
+    extra = _parse_overrides(args.set)
+    for table in args.table:
+        paths = run_imbalance_table(table, args.dataset_dir, args.workdir, epochs=args.epochs, quick=args.quick,
+                                    rows=args.row, extra=extra)
+        print(f"wrote {paths['table']}")
+    return 0
+
+
 def _cmd_synth_dicom(args: argparse.Namespace) -> int:
     from lesionlab.data.dicom import synth_dicom_series
 
@@ -247,6 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
+    xi = xsub.add_parser("imbalance", help="nuclei imbalance thesis (seed 001): tables 4.3, 4.8, 4.12, 4.13, 4.20")
+    xi.add_argument("--table", required=True, action="append", choices=["4.3", "4.8", "4.12", "4.13", "4.20"],
+                    help="sub-study (repeatable): screening 4.3 / 4.8, weight functions 4.12, top-k 4.13, "
+                         "two-stage 4.20")
+    xi.add_argument("--dataset-dir", required=True, help="CoNIC-format folder (lesionlab synth nuclei writes one)")
+    xi.add_argument("--epochs", type=int, default=10, help="training epochs per row (thesis demo: 10)")
+    xi.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    xi.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
+    xi.add_argument("--row", action="append", help="run only this row (repeatable)")
+    xi.add_argument("--set", action="append", metavar="ID=VALUE",
+                    help="override a config id in every row, e.g. roi_size=[64,64] (repeatable)")
+    xi.set_defaults(func=_cmd_experiments_imbalance)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")

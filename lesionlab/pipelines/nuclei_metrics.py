@@ -18,7 +18,7 @@ from ignite.engine import Engine, Events
 from lesionlab.pipelines.confusion import ConfusionMatrixScores, segmentation_scores
 from lesionlab.utils import atomic_write_text
 
-__all__ = ["ConfusionKeyMetric", "paper_columns", "scores_markdown", "ConfusionReportHandler"]
+__all__ = ["ConfusionKeyMetric", "paper_columns", "scores_markdown", "per_image_scores", "ConfusionReportHandler"]
 
 #: the thesis's overall columns -> keys of :func:`segmentation_scores`
 PAPER_COLUMNS = {"Dice": "mDice", "mIoU": "mIoU", "mAP": "mPrecision", "Mean recall": "mRecall"}
@@ -77,8 +77,26 @@ def scores_markdown(scores: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _index_maps(t: Any) -> np.ndarray:
+    """Class-index maps ``(B, ...)`` from logits / probabilities ``(B, C, ...)`` (arg-max; one channel: > 0 for
+    logits) or index maps ``(B, 1, ...)``."""
+    import torch
+
+    t = torch.as_tensor(t).detach().cpu()
+    if t.shape[1] > 1:
+        return t.argmax(1).numpy()
+    return (t[:, 0] > 0).long().numpy() if t.is_floating_point() and t.min() < 0 else t[:, 0].long().numpy()
+
+
+def per_image_scores(cm: np.ndarray) -> dict[str, float]:
+    """mIoU and mean Dice of one image's confusion matrix over the classes present in its truth or prediction."""
+    s = segmentation_scores(cm)
+    return {"mIoU": s["mIoU"], "mDice": s["mDice"]}
+
+
 class ConfusionReportHandler:
-    """Writes ``scores.json`` (all scores + the confusion matrix) and ``scores.md`` when an evaluation completes.
+    """Writes ``scores.json`` (all scores + the confusion matrix), ``scores.md`` and ``per_image.json`` (per-image
+    mIoU / mean Dice, for paired tests between runs) when an evaluation completes.
 
     Args:
         output_dir: report folder.
@@ -95,7 +113,25 @@ class ConfusionReportHandler:
         self.cm_key = cm_key
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self._images: list[dict[str, float]] = []
+
+    def _collect(self, engine: Engine) -> None:
+        from lesionlab.pipelines.confusion import confusion_matrix
+
+        out = engine.state.output
+        items = out if isinstance(out, list) else [out]
+        for item in items:
+            pred, label = item["pred"], item["label"]
+            if pred.ndim == label.ndim:  # decollated sample (C, ...): add the batch axis
+                pred, label = pred[None], label[None]
+            p, t = _index_maps(pred), _index_maps(label)
+            for k in range(p.shape[0]):
+                self._images.append(per_image_scores(confusion_matrix(p[k], t[k], len(self.class_names))))
 
     def __call__(self, engine: Engine) -> None:
         cm = np.asarray(engine.state.metrics[self.cm_key], dtype=np.int64)
@@ -105,3 +141,5 @@ class ConfusionReportHandler:
         os.makedirs(self.output_dir, exist_ok=True)
         atomic_write_text(os.path.join(self.output_dir, "scores.json"), json.dumps(scores, indent=2) + "\n")
         atomic_write_text(os.path.join(self.output_dir, "scores.md"), scores_markdown(scores, self.title))
+        atomic_write_text(os.path.join(self.output_dir, "per_image.json"),
+                          json.dumps(getattr(self, "_images", []), indent=1) + "\n")
