@@ -168,7 +168,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                      overrides=parse_overrides(args.set), series_uid=args.series_uid)
     for c in s["cases"]:
         if c["status"] == "ok":
-            print(f"ok      {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)")
+            what = (f"lesion {c['lesion_volume_ml']:.2f} mL" if "lesion_volume_ml" in c
+                    else f"foreground {c['foreground_fraction']:.1%}")
+            print(f"ok      {c['case']}: {c['output']} ({what})")
         else:
             print(f"FAILED  {c['case']}: {c['error']}", file=sys.stderr)
     print(f"{s['n_ok']}/{s['n_cases']} cases segmented; summary: {args.output}/summary.json")

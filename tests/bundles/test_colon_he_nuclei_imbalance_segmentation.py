@@ -177,3 +177,24 @@ def test_verify_net_in_out_and_torchscript_without_lesionlab(trained, tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+def test_lesionlab_infer_on_tiles_and_export_archive(trained, data, tmp_path):
+    from lesionlab.apps.cli import main
+    from lesionlab.apps.deploy import export_bundle, verify_bundle
+
+    tiles = _tiles(data, str(tmp_path / "tiles"))
+    Image.fromarray(np.full((40, 40), 128, np.uint8)).save(os.path.join(tiles, "grey.png"))
+    sets = [a for k, v in _NET.items() for a in ("--set", f"network_def#{k}={json.dumps(v).replace(' ', '')}")]
+    out = str(tmp_path / "out")
+    assert main(["infer", trained, "--input", tiles, "--output", out, *sets]) == 1  # the grey tile fails alone
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    status = {c["case"]: c["status"] for c in summary["cases"]}
+    assert status == {"a.png": "ok", "b.png": "ok", "grey.png": "failed"}
+    assert "grey.png" in next(c["error"] for c in summary["cases"] if c["case"] == "grey.png")
+    assert np.asarray(Image.open(os.path.join(out, "b_seg.png"))).shape == (50, 90)
+    report = json.load(open(os.path.join(out, "b_report.json")))
+    assert sum(v["pixels"] for v in report["labels"].values()) == 50 * 90 and "eosinophil" in report["labels"]
+    archive = str(tmp_path / "nuclei.zip")
+    export_bundle(trained, archive, overrides={f"network_def#{k}": v for k, v in _NET.items()})
+    assert verify_bundle(archive).ok
