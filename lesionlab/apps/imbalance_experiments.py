@@ -28,7 +28,7 @@ from lesionlab.apps.bundle import bundle_path, copy_bundle
 from lesionlab.apps.experiments import Row, wilcoxon_p
 from lesionlab.errors import LesionlabError
 from lesionlab.pipelines.nuclei_metrics import paper_columns
-from lesionlab.utils import atomic_path, atomic_write_text
+from lesionlab.utils import atomic_write_text
 
 __all__ = ["IMBALANCE_TABLES", "run_imbalance_table"]
 
@@ -63,12 +63,16 @@ def _row(name: str, net: str, paper: dict[str, float] | None = None, reference: 
     return NucleiRow(name, BUNDLE, [f"variants/{variant}.json"] if variant else [], paper or {}, quick, reference, cfg)
 
 
-_T43 = {("DeepLab", "dice"): _p(0.6167, 0.2640, 0.4043, 0.3032), ("AttU-Net", "dice"): _p(0.6045, 0.2683, 0.3525, 0.3521),
-        ("U-Net3+", "dice"): _p(0.4978, 0.1705, 0.2049, 0.2722), ("U-Net++", "dice"): _p(0.5248, 0.1955, 0.2424, 0.2746),
-        ("U-Net", "dice"): _p(0.4102, 0.2231, 0.2996, 0.3899), ("DeepLab", "focal"): _p(0.2823, 0.1314, 0.2944, 0.2484),
+_T43 = {("DeepLab", "dice"): _p(0.6167, 0.2640, 0.4043, 0.3032),
+        ("AttU-Net", "dice"): _p(0.6045, 0.2683, 0.3525, 0.3521),
+        ("U-Net3+", "dice"): _p(0.4978, 0.1705, 0.2049, 0.2722),
+        ("U-Net++", "dice"): _p(0.5248, 0.1955, 0.2424, 0.2746),
+        ("U-Net", "dice"): _p(0.4102, 0.2231, 0.2996, 0.3899),
+        ("DeepLab", "focal"): _p(0.2823, 0.1314, 0.2944, 0.2484),
         ("AttU-Net", "focal"): _p(0.2957, 0.1644, 0.2866, 0.3018),
         ("U-Net3+", "focal"): _p(0.3363, 0.1916, 0.3487, 0.2959),
-        ("U-Net++", "focal"): _p(0.3962, 0.2279, 0.3695, 0.3395), ("U-Net", "focal"): _p(0.3360, 0.1924, 0.3400, 0.3020)}
+        ("U-Net++", "focal"): _p(0.3962, 0.2279, 0.3695, 0.3395),
+        ("U-Net", "focal"): _p(0.3360, 0.1924, 0.3400, 0.3020)}
 _T48 = {("DeepLab", ("dice", "focal")): _p(0.6148, 0.3396, 0.5908, 0.6029),
         ("AttU-Net", ("dice", "focal")): _p(0.6115, 0.4034, 0.5505, 0.6263),
         ("DeepLab", ("dice", "ob")): _p(0.4591, 0.2328, 0.3603, 0.5599),
@@ -174,27 +178,12 @@ def _markdown(spec: dict, results: dict[str, dict], pvals: dict[str, float], pro
 
 
 def _plot(spec: dict, results: dict[str, dict], out_png: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    from lesionlab.apps.figures import plot_paired_bars
 
     names = [r.name for r in spec["rows"] if r.name in results]
-    ours = [results[n]["columns"]["mIoU"] for n in names]
-    paper = [next(r for r in spec["rows"] if r.name == n).paper.get("mIoU", np.nan) for n in names]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 4))
-    ax.bar(x - 0.2, ours, 0.4, label="this run (synthetic)")
-    ax.bar(x + 0.2, paper, 0.4, label="thesis (CoNIC)")
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("mIoU")
-    ax.set_title(spec["title"], fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    paper = {r.name: r.paper.get("mIoU", math.nan) for r in spec["rows"]}
+    plot_paired_bars(names, {"this run (synthetic)": [results[n]["columns"]["mIoU"] for n in names],
+                             "thesis (CoNIC)": [paper[n] for n in names]}, out_png, "mIoU", spec["title"])
 
 
 def run_imbalance_table(table_id: str, dataset_dir: str, workdir: str, epochs: int = 10, quick: bool = False,

@@ -20,7 +20,6 @@ layout. Every problem is a :class:`~lesionlab.errors.DataError` naming the file 
 from __future__ import annotations
 
 import csv
-import glob
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence

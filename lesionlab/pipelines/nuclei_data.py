@@ -61,7 +61,8 @@ def nuclei_class_shares(
     """Class pixel shares of ``items`` (streamed, one label map at a time), cached to ``cache_file`` when given."""
     names = class_names(dataset)
     key = "|".join(f"{it.get('label', it.get('annotation'))}#{it.get('index', '')}#{_stamp(it)}" for it in items)
-    shares = dataset_class_shares(lambda: iter_nuclei_labels(items), len(names), cache_file, key=hashlib.sha1(key.encode()).hexdigest())
+    digest = hashlib.sha1(key.encode()).hexdigest()
+    shares = dataset_class_shares(lambda: iter_nuclei_labels(items), len(names), cache_file, key=digest)
     return np.asarray(shares).tolist()
 
 

@@ -124,10 +124,10 @@ class ConfusionReportHandler:
         from lesionlab.pipelines.confusion import confusion_matrix
 
         out = engine.state.output
-        items = out if isinstance(out, list) else [out]
-        for item in items:
+        decollated = isinstance(out, list)  # MONAI's default: one dict per sample, without the batch axis
+        for item in out if decollated else [out]:
             pred, label = item["pred"], item["label"]
-            if pred.ndim == label.ndim:  # decollated sample (C, ...): add the batch axis
+            if decollated:
                 pred, label = pred[None], label[None]
             p, t = _index_maps(pred), _index_maps(label)
             for k in range(p.shape[0]):

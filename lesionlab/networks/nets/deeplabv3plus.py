@@ -11,6 +11,8 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_act_layer
 
+from lesionlab.networks.utils import check_io_args
+
 __all__ = ["DeepLabV3Plus", "ResNetEncoder"]
 
 
@@ -187,10 +189,7 @@ class DeepLabV3Plus(nn.Module):
         norm: str | tuple = "batch",
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        check_io_args(spatial_dims, in_channels, out_channels)
         if len(atrous_rates) < 1 or min(atrous_rates) < 1:
             raise ValueError(f"atrous_rates must be positive integers, got {tuple(atrous_rates)}")
         if not 0.0 <= dropout < 1.0:

@@ -10,6 +10,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 
 from lesionlab.networks.blocks import DoubleConv
+from lesionlab.networks.utils import check_io_args
 
 __all__ = ["UNet3Plus"]
 
@@ -93,10 +94,7 @@ class UNet3Plus(nn.Module):
         norm: str | tuple = "batch",
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        check_io_args(spatial_dims, in_channels, out_channels)
         if len(features) < 3 or min(features) < 1:
             raise ValueError(f"features needs >= 3 positive channel counts, got {tuple(features)}")
         if cat_channels < 1:
