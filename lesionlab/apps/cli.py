@@ -260,9 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
-    xi = xsub.add_parser("imbalance", help="nuclei imbalance thesis (seed 001): tables 4.3, 4.8, 4.12, 4.13, 4.20")
-    xi.add_argument("--table", required=True, action="append", choices=["4.3", "4.8", "4.12", "4.13", "4.20"],
-                    help="sub-study (repeatable): screening 4.3 / 4.8, weight functions 4.12, top-k 4.13, "
+    xi = xsub.add_parser("imbalance", help="nuclei imbalance thesis (seed 001): tables 4.3, 4.4, 4.8, 4.12, "
+                                                    "4.13, 4.20")
+    xi.add_argument("--table", required=True, action="append", choices=["4.3", "4.4", "4.8", "4.12", "4.13", "4.20"],
+                    help="sub-study (repeatable): screening 4.3 / 4.4 / 4.8, weight functions 4.12, top-k 4.13, "
                          "two-stage 4.20")
     xi.add_argument("--dataset-dir", required=True, help="CoNIC-format folder (lesionlab synth nuclei writes one)")
     xi.add_argument("--epochs", type=int, default=10, help="training epochs per row (thesis demo: 10)")

@@ -3,6 +3,7 @@
 Tables (CoNIC columns of the thesis; every row is the nuclei bundle plus config overrides, no copied configs):
 
 - ``4.3``: network x loss screening (5 networks x {Dice, Focal(②)}),
+- ``4.4``: DeepLabV3+ and Attention U-Net x the five single losses (CE, Focal, Dice, Tversky, OB k=512),
 - ``4.8``: loss combinations on DeepLabV3+ and Attention U-Net (Dice, Focal, OB k=512 and their sums),
 - ``4.12``: Focal class-weight functions ① ... ⑥ on Attention U-Net (④ added; the thesis did not run it),
 - ``4.13``: OB hard-pixel count k = 512 ... 65536 (network unstated in the thesis; DeepLabV3+ here),
@@ -73,6 +74,14 @@ _T43 = {("DeepLab", "dice"): _p(0.6167, 0.2640, 0.4043, 0.3032),
         ("U-Net3+", "focal"): _p(0.3363, 0.1916, 0.3487, 0.2959),
         ("U-Net++", "focal"): _p(0.3962, 0.2279, 0.3695, 0.3395),
         ("U-Net", "focal"): _p(0.3360, 0.1924, 0.3400, 0.3020)}
+_T44 = {("DeepLab", "ce"): _p(0.5034, 0.1678, 0.1945, 0.2050), ("DeepLab", "focal"): _p(0.2823, 0.1314, 0.2944, 0.2484),
+        ("DeepLab", "dice"): _p(0.6167, 0.2640, 0.4043, 0.3032),
+        ("DeepLab", "tversky"): _p(0.5857, 0.2408, 0.4074, 0.2790),
+        ("DeepLab", "ob"): _p(0.4023, 0.1076, 0.1405, 0.1257), ("AttU-Net", "ce"): _p(0.5459, 0.2218, 0.2651, 0.2969),
+        ("AttU-Net", "focal"): _p(0.2957, 0.1644, 0.2866, 0.3018),
+        ("AttU-Net", "dice"): _p(0.6045, 0.2683, 0.3525, 0.3521),
+        ("AttU-Net", "tversky"): _p(0.5905, 0.2444, 0.3279, 0.3584),
+        ("AttU-Net", "ob"): _p(0.2849, 0.0644, 0.1540, 0.1561)}
 _T48 = {("DeepLab", ("dice", "focal")): _p(0.6148, 0.3396, 0.5908, 0.6029),
         ("AttU-Net", ("dice", "focal")): _p(0.6115, 0.4034, 0.5505, 0.6263),
         ("DeepLab", ("dice", "ob")): _p(0.4591, 0.2328, 0.3603, 0.5599),
@@ -99,6 +108,11 @@ IMBALANCE_TABLES: dict[str, dict[str, Any]] = {
             "rows": [_row(f"{n} / {loss.capitalize()}", n, _T43[(n, loss)], reference=(n, loss) == ("DeepLab", "dice"),
                           loss_names=[loss], focal_weight="balanced")
                      for loss in ("dice", "focal") for n in _NETS]},
+    "4.4": {"title": "Table 4.4 — {DeepLabV3+, Attention U-Net} x {CE, Focal(②), Dice, Tversky, OB k = 512}, CoNIC",
+            "rows": [_row(f"{n} / {loss.upper() if loss in ('ce', 'ob') else loss.capitalize()}", n, _T44[(n, loss)],
+                          reference=(n, loss) == ("DeepLab", "ce"), loss_names=[loss], focal_weight="balanced",
+                          hard_num=512)
+                     for n in ("DeepLab", "AttU-Net") for loss in ("ce", "focal", "dice", "tversky", "ob")]},
     "4.8": {"title": "Table 4.8 — loss combinations (Focal(②), OB k = 512), CoNIC",
             "rows": [_row(f"{n} / {' '.join(x.capitalize() if x != 'ob' else 'OB' for x in combo)}", n,
                           _T48.get((n, combo), {}), reference=(n, combo) == ("DeepLab", ("dice",)),
@@ -151,7 +165,9 @@ def _run_row(row: NucleiRow, workdir: str, data: str, epochs: int, quick: bool, 
     scores = json.load(open(os.path.join(out, "scores.json")))
     images = json.load(open(os.path.join(out, "per_image.json")))
     n_train = len(json.load(open(os.path.join(root, "eval", "history.json"))).get("epochs", [])) or epochs
+    pixels = int(sum(map(sum, scores["confusion_matrix"])) / max(len(images), 1))
     return {"columns": paper_columns(scores), "per_class": scores["per_class"], "images": images,
+            "pixels_per_image": pixels,
             "seconds": round(time.time() - t0, 1), "epochs_run": n_train}
 
 
@@ -170,7 +186,10 @@ def _markdown(spec: dict, results: dict[str, dict], pvals: dict[str, float], pro
             continue
         cols = results[row.name]["columns"]
         p = "baseline" if row.reference else _fmt(pvals.get(row.name))
-        lines.append(f"| {row.name} | " + " | ".join(_fmt(cols[c]) for c in COLS) + f" | {p} | {thesis} |")
+        k, pixels = row.config.get("hard_num"), results[row.name].get("pixels_per_image", 0)
+        note = f" (k >= the {pixels} pixels of a tile: plain CE)" if "ob" in row.config.get(
+            "loss_names", []) and k and pixels and k >= pixels else ""
+        lines.append(f"| {row.name}{note} | " + " | ".join(_fmt(cols[c]) for c in COLS) + f" | {p} | {thesis} |")
     lines += ["", "Dice: mean per-class Dice; mIoU, mAP (mean precision), mean recall: means over all classes "
               "including background, from one confusion matrix over the test split; p: two-sided Wilcoxon "
               "signed-rank test on per-image mIoU against the baseline row.", "", _DIFF]
@@ -191,7 +210,7 @@ def run_imbalance_table(table_id: str, dataset_dir: str, workdir: str, epochs: i
     """Run the rows of one sub-study on a CoNIC-format folder and write its table, plot and JSON into ``workdir``.
 
     Args:
-        table_id: one of :data:`IMBALANCE_TABLES` (``4.3``, ``4.8``, ``4.12``, ``4.13``, ``4.20``).
+        table_id: one of :data:`IMBALANCE_TABLES` (``4.3``, ``4.4``, ``4.8``, ``4.12``, ``4.13``, ``4.20``).
         dataset_dir: CoNIC-format folder (``images.npy``, ``labels.npy``), e.g. from ``lesionlab synth nuclei``.
         workdir: output folder (one trained bundle copy per row).
         epochs: training epochs per row (the thesis's demo: 10).
