@@ -174,6 +174,7 @@ def build_imbalance_loss(
     tversky_alpha: float = 0.3,
     tversky_beta: float = 0.7,
     background_index: int = 0,
+    weights: Sequence[float] | None = None,
 ) -> CompoundLoss:
     """The thesis's loss combinations by name (``ce``, ``focal``, ``dice``, ``ob``, ``tversky``), summed.
 
@@ -185,6 +186,7 @@ def build_imbalance_loss(
         k: OHEM hard pixels per image.
         tversky_alpha, tversky_beta: Tversky weights of false positives and false negatives (not in the thesis).
         background_index: background class index.
+        weights: one weight per name (default 1 each: the thesis's unweighted sum, Eq. 3.6).
     """
     unknown = [n for n in names if n not in LOSS_NAMES]
     if unknown or not names:
@@ -205,7 +207,7 @@ def build_imbalance_loss(
         else:
             terms.append(TverskyLoss(include_background=True, to_onehot_y=True, softmax=True,
                                      alpha=tversky_alpha, beta=tversky_beta))
-    return CompoundLoss(terms)
+    return CompoundLoss(terms, weights)
 
 
 class StackedDeepSupervisionLoss(nn.Module):

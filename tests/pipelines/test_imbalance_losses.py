@@ -116,6 +116,14 @@ def test_compound_is_sum_and_binary_two_class():
                                             + 0.5 * TopKCrossEntropyLoss(None)(x, y).item(), rel=1e-6)
 
 
+def test_named_terms_weighted():
+    torch.manual_seed(1)
+    x, y = torch.randn(1, 3, 4, 4), torch.randint(0, 3, (1, 1, 4, 4))
+    got = build_imbalance_loss(["dice", "ob"], k=4, weights=[0.25, 3.0])(x, y)
+    want = 0.25 * build_imbalance_loss(["dice"])(x, y) + 3.0 * TopKCrossEntropyLoss(4)(x, y)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
 def test_gradients_flow():
     x = torch.randn(1, 4, 8, 8, requires_grad=True)
     y = torch.randint(0, 4, (1, 1, 8, 8))
