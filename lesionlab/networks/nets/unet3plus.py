@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 
@@ -59,9 +60,15 @@ class UNet3Plus(nn.Module):
           logit maps stacked ``(B, 5, C, *spatial)``, the full-resolution X_De^1 map first (MONAI's DynUNet layout,
           for ``DeepSupervisionLoss``); in eval mode only the X_De^1 logits.
 
-    Deviations: the classification-guided module (§2.3) is not implemented (the nuclei thesis does not use it and
-    every nuclei image contains nuclei); the outputs are logits (no sigmoid; the hybrid loss is configured outside);
-    norm and activation are configurable.
+        - classification-guided module (§2.3, off by default; the nuclei thesis does not use it) -> ``self.cgm``:
+          dropout, 1x1 conv to one "image has foreground" logit, global max-pooling of X_En^5.
+
+    Deviations: the outputs are logits (no sigmoid; the hybrid loss is configured outside). The paper trains the CGM
+    with its own BCE loss and multiplies the maps by its arg-max; here the gate is soft and part of the logits, so the
+    network keeps one output tensor and the segmentation loss trains it: ``log sigmoid(c)`` is added to every
+    foreground channel (channels >= 1; with one output channel, to that channel), i.e. the foreground probabilities
+    are multiplied by P(foreground present) before the softmax renormalises them. Norm and activation are
+    configurable.
 
     Input: ``(B, in_channels, *spatial)`` with every spatial size divisible by ``2 ** (len(features) - 1)`` (16).
 
@@ -72,6 +79,8 @@ class UNet3Plus(nn.Module):
         features: encoder channels per level. Defaults to ``(64, 128, 256, 512, 1024)``.
         cat_channels: channels of every full-scale skip branch. Defaults to 64.
         deep_supervision: return the stacked side outputs in training mode. Defaults to True.
+        classification_guided: add the classification-guided module (soft gate, see above). Defaults to False.
+        cgm_dropout: dropout before the CGM classifier. Defaults to 0.5.
         act: activation. Defaults to ReLU.
         norm: normalisation. Defaults to batch norm.
 
@@ -90,6 +99,8 @@ class UNet3Plus(nn.Module):
         features: Sequence[int] = (64, 128, 256, 512, 1024),
         cat_channels: int = 64,
         deep_supervision: bool = True,
+        classification_guided: bool = False,
+        cgm_dropout: float = 0.5,
         act: str | tuple = "relu",
         norm: str | tuple = "batch",
     ) -> None:
@@ -120,6 +131,17 @@ class UNet3Plus(nn.Module):
             heads.append(conv if level == 0 else
                          nn.Sequential(conv, nn.Upsample(scale_factor=float(2**level), mode=mode, align_corners=False)))
         self.heads = nn.ModuleList(heads if deep_supervision else heads[:1])
+        if not 0.0 <= cgm_dropout < 1.0:
+            raise ValueError(f"cgm_dropout must be in [0, 1), got {cgm_dropout}")
+        self.classification_guided = classification_guided
+        self.cgm: nn.Module = nn.Identity()
+        if classification_guided:
+            self.cgm = nn.Sequential(
+                nn.Dropout(cgm_dropout),
+                Convolution(spatial_dims, features[-1], 1, kernel_size=1, conv_only=True),
+                Pool[Pool.ADAPTIVEMAX, spatial_dims](1),
+            )
+        self.first_gated = 1 if out_channels > 1 else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, *spatial)`` → logits ``(B, out_channels, *spatial)`` (eval) or, in training mode with
@@ -138,6 +160,14 @@ class UNet3Plus(nn.Module):
         if self.training and self.deep_supervision:
             outs: list[torch.Tensor] = []
             for j, head in enumerate(self.heads):
-                outs.append(head(dec[j]))
+                outs.append(self._gate(head(dec[j]), enc[n - 1]))
             return torch.stack(outs, dim=1)
-        return self.heads[0](dec[0])
+        return self._gate(self.heads[0](dec[0]), enc[n - 1])
+
+    def _gate(self, logits: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+        """Add ``log P(foreground present)`` from the CGM to the foreground logits (identity without CGM)."""
+        if not self.classification_guided:
+            return logits
+        gate = F.logsigmoid(self.cgm(bottom))  # (B, 1, 1, ...)
+        k = self.first_gated
+        return torch.cat([logits[:, :k], logits[:, k:] + gate], dim=1)

@@ -73,6 +73,15 @@ CASES = [
         onnx=True,
     ),
     NetCase(
+        name="UNet3Plus-small-cgm",
+        build=lambda: UNet3Plus(2, 3, 4, features=(4, 8, 8, 16), cat_channels=4, classification_guided=True,
+                                cgm_dropout=0.0),
+        input_shapes=[(2, 3, 32, 32), (1, 3, 16, 24)],
+        expected_shape=_seg_shape(4),
+        invalid=[lambda: UNet3Plus(2, 3, 4, classification_guided=True, cgm_dropout=1.0)],
+        script_train=True,
+    ),
+    NetCase(
         name="UNet3Plus-small-3d-binary",
         build=lambda: UNet3Plus(3, 1, 1, features=(4, 4, 8, 8), cat_channels=2, deep_supervision=False),
         input_shapes=[(1, 1, 16, 16, 16), (2, 1, 8, 16, 24)],

@@ -30,3 +30,16 @@ def test_unetplusplus_single_tensor_and_stack():
     stacked = net.train()(x)
     assert stacked.shape == (1, 4, 3, 32, 32)
     torch.testing.assert_close(net.eval()(x), stacked[:, 0])
+
+
+def test_classification_gate_scales_foreground_probabilities():
+    torch.manual_seed(0)
+    net = UNet3Plus(2, 3, 3, features=(4, 8, 8), cat_channels=4, deep_supervision=False, classification_guided=True,
+                    norm="instance").eval()
+    x = torch.randn(1, 3, 16, 16)
+    gated = net(x)
+    net.classification_guided = False
+    plain = net(x)
+    p_present = torch.sigmoid(net.cgm(net.encoder[2](net.encoder[1](net.encoder[0](x)))))
+    torch.testing.assert_close(gated[:, 0], plain[:, 0])
+    torch.testing.assert_close(torch.exp(gated[:, 1:] - plain[:, 1:]), p_present.expand_as(plain[:, 1:]))
