@@ -16,7 +16,16 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Randomizable, Resize, SpatialCrop, Transform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["NeighbourSliceStack", "InPlaneCropResize", "RandSlice25D", "MergeMasks", "DEFAULT_OFFSETS"]
+__all__ = [
+    "NeighbourSliceStack",
+    "InPlaneCropResize",
+    "RandSlice25D",
+    "MergeMasks",
+    "ValidateVolume",
+    "ValidateRGBTile",
+    "DEFAULT_OFFSETS",
+    "stack_slices",
+]
 
 DEFAULT_OFFSETS: tuple[int, ...] = (-2, -1, 0, 1)
 
@@ -236,7 +245,6 @@ class ValidateVolume(Transform):
         return img
 
 
-__all__ += ["ValidateVolume"]
 
 
 class ValidateRGBTile(Transform):
@@ -269,5 +277,3 @@ class ValidateRGBTile(Transform):
             raise DataError(name, "tile holds NaN or infinite values")
         return rgb
 
-
-__all__ += ["ValidateRGBTile"]

@@ -8,9 +8,10 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import InvertibleTransform, MapTransform, Randomizable
 from monai.utils import ensure_tuple_rep
 
-from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D
+from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D, ValidateVolume
 
-__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd"]
+__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd", "ValidateVolumed",
+           "ValidateRGBTiled"]
 
 
 class NeighbourSliceStackd(MapTransform):
@@ -119,9 +120,6 @@ class MergeMasksd(MapTransform):
         return d
 
 
-from .array import ValidateVolume  # noqa: E402  (appended together with ValidateVolumed)
-
-
 class ValidateVolumed(MapTransform):
     """Dictionary version of :class:`~lesionlab.transforms.array.ValidateVolume`.
 
@@ -167,7 +165,6 @@ class ValidateVolumed(MapTransform):
                 self.image_check(d[key])
         return d
 
-__all__ += ["ValidateVolumed"]
 
 
 class ValidateRGBTiled(MapTransform):
@@ -186,5 +183,3 @@ class ValidateRGBTiled(MapTransform):
             d[key] = self.check(d[key])
         return d
 
-
-__all__ += ["ValidateRGBTiled"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .agmr_net import AGMREncoder, AGMRNet, split_train_output
+from .agmr_net import AGMRNet
 from .deeplabv3plus import DeepLabV3Plus
 from .dunet import DUNet
+from .slice_stack import split_train_output
 from .tsrl_net import TSRLNet
 from .unet3plus import UNet3Plus
 from .unetplusplus import UNetPlusPlus
 
-__all__ = ["DUNet", "AGMRNet", "AGMREncoder", "TSRLNet", "split_train_output", "DeepLabV3Plus", "UNet3Plus",
-           "UNetPlusPlus"]
+__all__ = ["DUNet", "AGMRNet", "TSRLNet", "split_train_output", "DeepLabV3Plus", "UNet3Plus", "UNetPlusPlus"]
