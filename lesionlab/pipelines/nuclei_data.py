@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from lesionlab.data.datalist import split_subjects
 from lesionlab.data.nuclei import CONIC_CLASSES, MONUSAC_CLASSES, conic_items, find_monusac, iter_nuclei_labels
 from lesionlab.errors import DataError
 from lesionlab.pipelines.class_weights import dataset_class_shares
-from lesionlab.pipelines.datalist import split_subjects
 
 __all__ = ["nuclei_items", "nuclei_split", "nuclei_class_shares", "class_names"]
 

@@ -314,10 +314,9 @@ def infer_bundle(
     """
     import torch
 
+    from lesionlab.apps.deploy.tiles import infer_tiles, is_tile_input
     from lesionlab.data.io import find_cases
     from lesionlab.pipelines.case_runner import run_cases
-
-    from lesionlab.apps.deploy.tiles import infer_tiles, is_tile_input
 
     if is_tile_input(inputs):  # 2D colour tiles (PNG/TIFF/JPEG): class maps as PNG
         return infer_tiles(bundle, inputs, output_dir, fmt=fmt, device=device, overrides=overrides)

@@ -73,7 +73,7 @@ def infer_tiles(bundle: str, inputs: str, output_dir: str, fmt: str = "nifti", d
     from PIL import Image
 
     from lesionlab.apps.deploy.infer import BundlePredictor, _check_request, failure_reason
-    from lesionlab.pipelines.batch import run_cases
+    from lesionlab.pipelines.case_runner import run_cases
 
     if fmt not in ("nifti", "png"):
         raise LesionlabError(f"--format {fmt}: tiles are segmented to PNG class maps; NRRD/DICOM SEG need volumes")
@@ -118,7 +118,7 @@ def infer_tiles(bundle: str, inputs: str, output_dir: str, fmt: str = "nifti", d
                                       json.dumps(reports[tile], indent=2))
                 except LesionlabError:
                     raise
-                except Exception as err:  # noqa: BLE001 - re-raised with a readable one-line reason
+                except Exception as err:
                     raise LesionlabError(failure_reason(err)) from err
 
             batch = run_cases(tiles, segment, log=logger, name=os.path.basename)

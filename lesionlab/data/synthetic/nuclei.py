@@ -184,7 +184,7 @@ def _imagescope_xml(polys: list[tuple[int, np.ndarray]]) -> str:
         out.append(f'<Annotation Id="{k}" Name="" ReadOnly="0" LineColor="65280" Visible="1">')
         out.append(f'<Attributes><Attribute Name="{name}" Id="0" Value=""/></Attributes>')
         out.append("<Regions>")
-        for r, (pc, verts) in enumerate(p for p in polys if p[0] == c):
+        for r, (_, verts) in enumerate(p for p in polys if p[0] == c):
             out.append(f'<Region Id="{r + 1}" Type="0" NegativeROA="0"><Vertices>')
             out += [f'<Vertex X="{x:.2f}" Y="{y:.2f}" Z="0"/>' for y, x in verts]
             out.append("</Vertices></Region>")
