@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,21 @@ def _cmd_synth_isles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_nuclei(args: argparse.Namespace) -> int:
+    from lesionlab.data.synthetic import synth_conic, synth_monusac
+
+    if args.format in ("conic", "both"):
+        out = os.path.join(args.out, "conic") if args.format == "both" else args.out
+        synth_conic(out, n=args.n, size=args.size, seed=args.seed, progress=not args.quiet)
+        print(f"wrote {args.n} synthetic CoNIC tiles ({args.size}x{args.size}, images.npy + labels.npy) to {out}")
+    if args.format in ("monusac", "both"):
+        out = os.path.join(args.out, "monusac") if args.format == "both" else args.out
+        synth_monusac(out, patients=args.patients, images_per_patient=args.images_per_patient, seed=args.seed,
+                      progress=not args.quiet)
+        print(f"wrote {args.patients * args.images_per_patient} synthetic MoNuSAC images (.tif + .xml) to {out}")
+    return 0
+
+
 def _cmd_datalist(args: argparse.Namespace) -> int:
     from lesionlab.data.datalist import build_datalist, build_isles_datalist
 
@@ -98,6 +114,17 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     print(open(paths["table"]).read())
     for k, v in paths.items():
         print(f"{k:8s} {v}")
+    return 0
+
+
+def _cmd_experiments_imbalance(args: argparse.Namespace) -> int:
+    from lesionlab.apps.imbalance_experiments import run_imbalance_table
+
+    extra = _parse_overrides(args.set)
+    for table in args.table:
+        paths = run_imbalance_table(table, args.dataset_dir, args.workdir, epochs=args.epochs, quick=args.quick,
+                                    rows=args.row, extra=extra)
+        print(f"wrote {paths['table']}")
     return 0
 
 
@@ -157,7 +184,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     for c in s["cases"]:
         if c["status"] in ("ok", "skipped"):
             done = "ok     " if c["status"] == "ok" else "skipped"
-            print(f"{done} {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)"
+            what = (f"lesion {c['lesion_volume_ml']:.2f} mL" if "lesion_volume_ml" in c
+                    else f"foreground {c['foreground_fraction']:.1%}" if "foreground_fraction" in c else "")
+            print(f"{done} {c['case']}: {c['output']}" + (f" ({what})" if what else "")
                   + (" -- complete from a previous run (--overwrite to redo)" if c["status"] == "skipped" else ""))
         else:
             print(f"FAILED  {c['case']}: {c['error']} (traceback in {s['log']})", file=sys.stderr)
@@ -209,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--seed", type=int, default=0)
     sd.set_defaults(func=_cmd_synth_dicom)
     glomerulus_cli.add_synth_parser(ssub)
+    sn = ssub.add_parser("nuclei", help="synthetic H&E nuclei in CoNIC (.npy) and/or MoNuSAC (.tif + .xml) format")
+    sn.add_argument("--out", required=True, help="output folder (with --format both: conic/ and monusac/ inside)")
+    sn.add_argument("--format", choices=["conic", "monusac", "both"], default="conic")
+    sn.add_argument("--n", type=int, default=40, help="CoNIC tiles (default 40)")
+    sn.add_argument("--size", type=int, default=256, help="CoNIC tile size (default 256, as CoNIC)")
+    sn.add_argument("--patients", type=int, default=4, help="MoNuSAC patient folders (default 4)")
+    sn.add_argument("--images-per-patient", type=int, default=3, help="MoNuSAC images per patient (default 3)")
+    sn.add_argument("--seed", type=int, default=0)
+    sn.add_argument("--quiet", action="store_true", help="no progress bar")
+    sn.set_defaults(func=_cmd_synth_nuclei)
 
     dl = sub.add_parser("datalist", help="build a MONAI datalist JSON from an ATLAS R1.1 or R2.0 folder")
     dl.add_argument("--root", required=True, help="data folder (searched recursively)")
@@ -244,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
     glomerulus_cli.add_experiments_parser(xsub)
+    xi = xsub.add_parser("imbalance", help="nuclei imbalance thesis (seed 001): tables 4.3, 4.4, 4.8, 4.12, "
+                                                    "4.13, 4.20")
+    xi.add_argument("--table", required=True, action="append", choices=["4.3", "4.4", "4.8", "4.12", "4.13", "4.20"],
+                    help="sub-study (repeatable): screening 4.3 / 4.4 / 4.8, weight functions 4.12, top-k 4.13, "
+                         "two-stage 4.20")
+    xi.add_argument("--dataset-dir", required=True, help="CoNIC-format folder (lesionlab synth nuclei writes one)")
+    xi.add_argument("--epochs", type=int, default=10, help="training epochs per row (thesis demo: 10)")
+    xi.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    xi.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
+    xi.add_argument("--row", action="append", help="run only this row (repeatable)")
+    xi.add_argument("--set", action="append", metavar="ID=VALUE",
+                    help="override a config id in every row, e.g. roi_size=[64,64] (repeatable)")
+    xi.set_defaults(func=_cmd_experiments_imbalance)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from lesionlab.utils import atomic_path
 
-__all__ = ["lesion_overlay_figure", "pick_slices", "plot_confusion_matrix"]
+__all__ = ["lesion_overlay_figure", "pick_slices", "plot_confusion_matrix", "plot_engine_confusion_matrix"]
 
 
 def pick_slices(label: np.ndarray, pred: np.ndarray | None = None, n: int = 3) -> list[int]:
@@ -155,3 +156,38 @@ def plot_confusion_matrix(
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return out_png
+
+
+def plot_paired_bars(names: Sequence[str], series: dict[str, Sequence[float]], out_png: str, ylabel: str = "",
+                     title: str = "") -> str:
+    """Grouped bar chart: one group per name, one bar per series (e.g. this run vs a paper); NaN bars are empty.
+
+    Returns:
+        ``out_png`` (written atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(names))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 4))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def plot_engine_confusion_matrix(
+    engine: Any, class_names: Sequence[str], out_png: str, title: str = "", key: str = "confusion_matrix"
+) -> str:
+    """Bundle helper: :func:`plot_confusion_matrix` of the matrix an evaluator left in ``engine.state.metrics[key]``."""
+    return plot_confusion_matrix(np.asarray(engine.state.metrics[key]), class_names, out_png, title=title)

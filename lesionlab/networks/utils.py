@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["FirstOutput"]
+__all__ = ["FirstOutput", "check_io_args"]
 
 
 class FirstOutput(nn.Module):
@@ -36,3 +36,11 @@ class FirstOutput(nn.Module):
         if isinstance(out, torch.Tensor):
             return out
         return out[0]
+
+
+def check_io_args(spatial_dims: int, in_channels: int, out_channels: int, dims: tuple[int, ...] = (2, 3)) -> None:
+    """Raise ``ValueError`` naming the argument when ``spatial_dims`` is not in ``dims`` or a channel count is < 1."""
+    if spatial_dims not in dims:
+        raise ValueError(f"spatial_dims must be one of {dims}, got {spatial_dims}")
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")

@@ -10,6 +10,7 @@ from .array import (
     RandSlice25D,
     RegisterToTemplate,
     ValidateHeader,
+    ValidateRGBTile,
     ValidateVolume,
     stack_slices,
 )
@@ -20,6 +21,7 @@ from .dictionary import (
     RandSlice25Dd,
     RegisterToTemplated,
     ValidateHeaderd,
+    ValidateRGBTiled,
     ValidateVolumed,
 )
 from .stain import StainNormalize, StainNormalized, StainNormalizer, ValidateRGB, ValidateRGBd
@@ -32,6 +34,7 @@ __all__ = [
     "RandSlice25D",
     "RegisterToTemplate",
     "ValidateHeader",
+    "ValidateRGBTile",
     "ValidateVolume",
     "stack_slices",
     "InPlaneCropResized",
@@ -40,6 +43,7 @@ __all__ = [
     "RandSlice25Dd",
     "RegisterToTemplated",
     "ValidateHeaderd",
+    "ValidateRGBTiled",
     "ValidateVolumed",
     "StainNormalize",
     "StainNormalized",

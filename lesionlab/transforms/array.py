@@ -25,6 +25,7 @@ __all__ = [
     "ValidateVolume",
     "RegisterToTemplate",
     "ValidateHeader",
+    "ValidateRGBTile",
     "DEFAULT_OFFSETS",
     "stack_slices",
 ]
@@ -413,4 +414,34 @@ class ValidateHeader(Transform):
         if isinstance(path, (str, os.PathLike)):
             check_image_header(path, self.spacing)
         return path
+
+class ValidateRGBTile(Transform):
+    """Check a loaded channel-first H&E tile ``(C, W, H)`` and return its RGB channels, or raise a ``DataError``.
+
+    Accepts 3 channels (RGB) and 4 (RGBA: the alpha channel is dropped); refuses grey-scale or other channel counts,
+    tiles smaller than ``min_size`` pixels a side and non-finite values, naming the file (from the MetaTensor's
+    ``filename_or_obj``). Nothing is cropped or resized: the sliding-window inferer covers any tile size.
+
+    Args:
+        min_size: smallest accepted side in pixels. Defaults to 16.
+    """
+
+    def __init__(self, min_size: int = 16) -> None:
+        self.min_size = int(min_size)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        from lesionlab.errors import DataError
+
+        name = ValidateVolume.name_of(img, "<tile>")
+        if img.ndim != 3:
+            raise DataError(name, f"expected a 2D colour tile (C, W, H), got shape {tuple(img.shape)}")
+        if img.shape[0] not in (3, 4):
+            raise DataError(name, f"expected an RGB(A) H&E tile, got {img.shape[0]} channel(s)")
+        if min(img.shape[1:]) < self.min_size:
+            raise DataError(name, f"tile {tuple(img.shape[1:])} is smaller than {self.min_size} pixels a side")
+        rgb = img[:3]
+        finite = torch.isfinite(rgb).all() if isinstance(rgb, torch.Tensor) else np.isfinite(rgb).all()
+        if not bool(finite):
+            raise DataError(name, "tile holds NaN or infinite values")
+        return rgb
 

@@ -20,7 +20,7 @@ from .array import (
 )
 
 __all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd", "ValidateVolumed",
-           "RegisterToTemplated", "ValidateHeaderd"]
+           "RegisterToTemplated", "ValidateHeaderd", "ValidateRGBTiled"]
 
 
 class NeighbourSliceStackd(MapTransform):
@@ -231,9 +231,20 @@ class ValidateHeaderd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.check = ValidateHeader(spacing)
 
+class ValidateRGBTiled(MapTransform):
+    """Dictionary version of :class:`~lesionlab.transforms.array.ValidateRGBTile` (put it after
+    ``EnsureChannelFirstd``)."""
+
+    def __init__(self, keys: KeysCollection, min_size: int = 16, allow_missing_keys: bool = False) -> None:
+        from lesionlab.transforms.array import ValidateRGBTile
+
+        super().__init__(keys, allow_missing_keys)
+        self.check = ValidateRGBTile(min_size)
+
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         for key in self.key_iterator(d):
             self.check(d[key])
+            d[key] = self.check(d[key])
         return d
 

@@ -27,14 +27,24 @@ MONAI14_PYTHON = os.path.join(ROOT, ".venv-monai14", "bin", "python")
 MONAI14_READY = os.path.join(ROOT, ".venv-monai14", ".monai14-ready")
 BUNDLES = sorted(b for b in os.listdir(BUNDLES_DIR) if os.path.isdir(os.path.join(BUNDLES_DIR, b, "configs")))
 #: label map MONAI Label must derive from each bundle's metadata (default: one "lesion" label)
-EXPECTED_LABELS: dict[str, dict[str, int]] = {}
+EXPECTED_LABELS: dict[str, dict[str, int]] = {
+    "colon_he_nuclei_imbalance_segmentation": {"neutrophil": 1, "epithelial": 2, "lymphocyte": 3, "plasma": 4,
+                                               "eosinophil": 5, "connective": 6},
+}
 #: test image shape per bundle when the default rule below does not fit its preprocessing
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {}
 
 pytestmark = pytest.mark.slow
 
 
-def _image_shape(bundle: str) -> tuple[int, int, int]:
+def _is_tile_bundle(bundle: str) -> bool:
+    """2D bundles with a 3-channel input take RGB tiles (PNG), not volumes."""
+    meta = json.load(open(os.path.join(BUNDLES_DIR, bundle, "configs", "metadata.json")))
+    spec = next(iter(meta["network_data_format"]["inputs"].values()))
+    return len(spec["spatial_shape"]) == 2 and spec["num_channels"] == 3
+
+
+def _image_shape(bundle: str) -> tuple[int, ...]:
     """A small volume the bundle's unmodified inference config accepts.
 
     2D-metadata (2.5D) bundles with an in-plane crop window (``roi_end``) need the window plus a margin in-plane and
@@ -42,6 +52,8 @@ def _image_shape(bundle: str) -> tuple[int, int, int]:
     """
     if bundle in IMAGE_SHAPES:
         return IMAGE_SHAPES[bundle]
+    if _is_tile_bundle(bundle):
+        return (80, 64)  # MONAI's (x, y) order of an 80 x 64 PNG
     cfg = json.load(open(os.path.join(BUNDLES_DIR, bundle, "configs", "inference.json")))
     meta = json.load(open(os.path.join(BUNDLES_DIR, bundle, "configs", "metadata.json")))
     spatial = next(iter(meta["network_data_format"]["inputs"].values()))["spatial_shape"]
@@ -70,6 +82,12 @@ def bundle_copy(request, tmp_path_factory):
     rng = np.random.default_rng(0)
     affine = np.diag([1.0, 1.2, 2.0, 1.0])
     affine[:3, 3] = [-90.0, -120.0, -40.0]
+    if _is_tile_bundle(name):
+        from PIL import Image
+
+        image = os.path.join(root, "..", f"{name}_tile.png")
+        Image.fromarray((rng.random((shape[1], shape[0], 3)) * 255).astype(np.uint8)).save(image)
+        return name, root, os.path.abspath(image), shape
     if "model_grid_shape" in parser.config:  # noise is no head scan: declare its grid the model grid (no registration)
         cfg_path = os.path.join(root, "configs", "inference.json")
         cfg = json.load(open(cfg_path))
@@ -98,9 +116,11 @@ def _check_result(res: dict, name: str, shape: tuple[int, int, int]) -> None:
     assert res["image_spatial_shape"] == list(shape)
     # the bundle's postprocessing leaves a channel-first label map on the input grid...
     assert res["postprocessed_shape"] == [1, *shape], res
-    assert set(res["values"]) <= {0.0, 1.0}
-    # ...and MONAI Label's Restored keeps that grid (dropping the single channel, as MONAI Label does)
-    assert res["restored_shape"] == list(shape), res
+    labels = EXPECTED_LABELS.get(name, {"lesion": 1})
+    assert set(res["values"]) <= {float(v) for v in range(max(labels.values()) + 1)}
+    # ...and MONAI Label's Restored keeps that grid (dropping the single channel of volumes, as MONAI Label does)
+    assert res["restored_shape"] in (list(shape), [1, *shape]) if len(shape) == 2 else res["restored_shape"] == list(
+        shape), res
     assert res["post_transforms"][-1] == "Restored" and "SaveImaged" not in res["post_transforms"]
 
 
@@ -148,7 +168,8 @@ wf.initialize()
 wf.run()
 wf.finalize()
 import monai
-print("RESULT " + json.dumps({"monai": monai.__version__, "written": sorted(glob.glob(out + "/*.nii*"))}))
+written = sorted(glob.glob(out + "/*.nii*") + glob.glob(out + "/*.png"))
+print("RESULT " + json.dumps({"monai": monai.__version__, "written": written}))
 """
 
 
@@ -164,6 +185,11 @@ def test_bundle_inference_workflow_monai_1_4(bundle_copy, tmp_path):
     assert r.returncode == 0 and line, r.stderr[-4000:]
     res = json.loads(line[len("RESULT "):])
     assert res["monai"] == "1.4.0" and len(res["written"]) == 1
+    if res["written"][0].endswith(".png"):  # tile bundles write PNG class maps on the tile's (y, x) grid
+        from PIL import Image
+
+        assert np.asarray(Image.open(res["written"][0])).shape == tuple(shape[::-1])
+        return
     pred = nib.load(res["written"][0])
     assert pred.shape == shape
     np.testing.assert_allclose(pred.affine, nib.load(image).affine, atol=1e-5)

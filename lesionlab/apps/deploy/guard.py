@@ -73,9 +73,10 @@ ALLOWED_CHAINS = frozenset({
     "lesionlab.pipelines.finetune.finetune_setup", "lesionlab.pipelines.finetune.trainable_parameters",
     "lesionlab.pipelines.classification.class_scores_and_indices", "lesionlab.pipelines.classification.image_meta",
     "lesionlab.pipelines.classification.copy_asset_folder",
+    "lesionlab.apps.figures.plot_engine_confusion_matrix", "lesionlab.pipelines.nuclei_data.class_names",
 })
 #: methods an expression may call on a config reference (``@evaluator.run()``, ``@network_def.to(@device)``...)
-ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval"})
+ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval", "split"})
 #: dotless ``_target_`` names (MONAI components) the bundles use
 ALLOWED_SHORT_TARGETS = frozenset({
     "Activationsd", "AsDiscreted", "AttentionUnet", "BasicUNet", "BasicUNetPlusPlus", "CacheDataset",
@@ -85,12 +86,16 @@ ALLOWED_SHORT_TARGETS = frozenset({
     "RandFlipd", "RandRotate90d", "RandScaleIntensityd", "RandShiftIntensityd", "SaveImaged", "ScaleIntensityd",
     "ScaleIntensityRanged", "SegResNet", "SimpleInferer", "SlidingWindowInferer", "Spacingd", "SpatialPadd",
     "StatsHandler", "SupervisedEvaluator", "SupervisedTrainer", "TensorBoardStatsHandler", "UNet", "ValidationHandler",
-    # classification bundles
-    "ClassificationSaver", "CopyItemsd", "RandGaussianNoised", "RandRotated", "Resized", "load_decathlon_datalist",
+    # classification and tile bundles
+    "ClassificationSaver", "CopyItemsd", "Identityd", "RandGaussianNoised", "RandRotated", "Resized",
+    "load_decathlon_datalist",
 })
 #: dotted ``_target_`` names allowed one by one (functions)
 ALLOWED_TARGETS = frozenset({"torch.narrow", "lesionlab.data.validation.load_checked_datalist",
-                             "lesionlab.pipelines.per_case.run_each_case"})
+                             "lesionlab.pipelines.per_case.run_each_case",
+                             "lesionlab.pipelines.nuclei_data.nuclei_class_shares",
+                             "lesionlab.pipelines.nuclei_data.nuclei_split",
+                             "lesionlab.pipelines.imbalance_losses.build_imbalance_loss"})
 #: modules whose CamelCase classes may be ``_target_`` (and ``writer``/``reader`` class paths)
 ALLOWED_TARGET_MODULES = frozenset({
     "lesionlab.networks.nets", "lesionlab.networks.utils", "lesionlab.transforms", "lesionlab.pipelines.inferers",
@@ -100,6 +105,8 @@ ALLOWED_TARGET_MODULES = frozenset({
     "monai.engines", "monai.data",
     "torch.optim", "torch.optim.lr_scheduler", "torch.nn",
     "lesionlab.data.mixup", "lesionlab.apps.classification", "ignite.metrics",
+    "lesionlab.data.nuclei", "lesionlab.pipelines.nuclei_metrics", "lesionlab.pipelines.two_stage",
+    "lesionlab.pipelines.imbalance_losses",
 })
 #: string arguments that MONAI turns into a class by its dotted path
 _CLASS_PATH_KEYS = ("writer", "reader")

@@ -87,8 +87,10 @@ class BundlePredictor:
                 pred_file = predictor.predict(nifti)
     """
 
-    def __init__(self, root: str, device: Any, overrides: Mapping[str, Any], scratch: str) -> None:
+    def __init__(self, root: str, device: Any, overrides: Mapping[str, Any], scratch: str,
+                 outputs: tuple[str, ...] = (".nii.gz", ".nii")) -> None:
         self.root = root
+        self.outputs = outputs  # suffixes of the prediction files the bundle's SaveImaged writes
         self.device = device
         self.overrides = dict(overrides)
         self.out_dir = scratch
@@ -125,7 +127,8 @@ class BundlePredictor:
         return wf
 
     def predict(self, nifti: str) -> str:
-        """Run the workflow on ``nifti``; return the prediction file it wrote (valid until the next call)."""
+        """Run the workflow on ``nifti`` (or a 2D tile); return the prediction file it wrote (valid until the next
+        call)."""
         if self._workflow is None:
             self._workflow = self._build()
         shutil.rmtree(self.out_dir, ignore_errors=True)
@@ -144,10 +147,10 @@ class BundlePredictor:
             self._workflow = None  # rebuilt for the next case
             raise
         written = [os.path.join(d, f) for d, _, files in os.walk(self.out_dir) for f in files
-                   if f.endswith((".nii.gz", ".nii"))]
+                   if f.endswith(self.outputs)]
         if len(written) != 1:
-            raise LesionlabError(f"the bundle's inference wrote {len(written)} NIfTI predictions (expected 1); is "
-                                 "SaveImaged in its postprocessing writing to @output_dir?")
+            raise LesionlabError(f"the bundle's inference wrote {len(written)} {'/'.join(self.outputs)} predictions "
+                                 "(expected 1); is SaveImaged in its postprocessing writing to @output_dir?")
         return written[0]
 
 
@@ -454,9 +457,12 @@ def infer_bundle(
     """
     import torch
 
+    from lesionlab.apps.deploy.tiles import infer_tiles, is_tile_input
     from lesionlab.data.io import find_cases
     from lesionlab.pipelines.case_runner import run_cases
 
+    if is_tile_input(inputs):  # 2D colour tiles (PNG/TIFF/JPEG): class maps as PNG
+        return infer_tiles(bundle, inputs, output_dir, fmt=fmt, device=device, overrides=overrides)
     _check_request(fmt, device)
     if space not in (None, "auto", "native", "mni"):
         raise LesionlabError(f"--space must be native, mni or auto, got {space!r}")

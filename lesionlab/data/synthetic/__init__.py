@@ -3,6 +3,7 @@
 - ``brain``: synthetic brains from the MNI152 template (shared by the stroke writers) and a toy in-memory volume pair.
 - ``atlas``: ATLAS R1.1 / R2.0 layout (:func:`synth_atlas`).
 - ``isles``: ISLES 2015 SISS layout (:func:`synth_isles2015`).
+- ``nuclei``: H&E nuclei in CoNIC (:func:`synth_conic`) and MoNuSAC (:func:`synth_monusac`) formats.
 - ``common``: the output folder with its README and notices (:func:`prepare_output_folder`), for every generator.
 
 A new data set's generator goes in its own module here and uses :func:`prepare_output_folder`. The data are
@@ -15,6 +16,7 @@ from .atlas import SYNTHETIC_README, synth_atlas
 from .brain import MNI152_NOTICE, synth_volume_pair
 from .common import prepare_output_folder
 from .isles import SYNTHETIC_ISLES_README, synth_isles2015
+from .nuclei import synth_conic, synth_monusac
 
 __all__ = [
     "MNI152_NOTICE",
@@ -22,6 +24,8 @@ __all__ = [
     "SYNTHETIC_README",
     "prepare_output_folder",
     "synth_atlas",
+    "synth_conic",
     "synth_isles2015",
+    "synth_monusac",
     "synth_volume_pair",
 ]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from .agmr_net import AGMRNet
+from .deeplabv3plus import DeepLabV3Plus
 from .dunet import DUNet
 from .se_resnet_improved import SEResNet50Improved
 from .slice_stack import split_train_output
 from .tsrl_net import TSRLNet
+from .unet3plus import UNet3Plus
+from .unetplusplus import UNetPlusPlus
 
-__all__ = ["DUNet", "AGMRNet", "TSRLNet", "SEResNet50Improved", "split_train_output"]
+__all__ = ["DUNet", "AGMRNet", "TSRLNet", "SEResNet50Improved", "split_train_output", "DeepLabV3Plus", "UNet3Plus",
+           "UNetPlusPlus"]
