@@ -14,3 +14,21 @@ from .array import ValidateVolume  # noqa: E402
 from .dictionary import ValidateVolumed  # noqa: E402
 
 __all__ += ["ValidateVolume", "ValidateVolumed"]
+
+from .renogram import (  # noqa: E402
+    DropEarlyFrames,
+    DropEarlyFramesd,
+    FuseFrames,
+    FuseFramesd,
+    LoadRenogram,
+    LoadRenogramd,
+    PseudoColour,
+    PseudoColourd,
+    SelectFrames,
+    SelectFramesd,
+)
+
+__all__ += [
+    "LoadRenogram", "DropEarlyFrames", "FuseFrames", "SelectFrames", "PseudoColour",
+    "LoadRenogramd", "DropEarlyFramesd", "FuseFramesd", "SelectFramesd", "PseudoColourd",
+]
