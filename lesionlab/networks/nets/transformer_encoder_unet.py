@@ -132,6 +132,11 @@ class TransformerEncoderUNet(nn.Module):
         self.blocks = nn.ModuleList(
             [TransformerBlock(hidden_size, mlp_dim, num_heads, dropout_rate, qkv_bias) for _ in range(num_layers)]
         )
+        for block in self.blocks:
+            # MONAI >= 1.5 builds a cross-attention LayerNorm even without cross-attention; unused, it would be a
+            # parameter without gradient (the branch is a TorchScript constant, so Identity scripts fine)
+            if not getattr(block, "with_cross_attention", False) and hasattr(block, "norm_cross_attn"):
+                block.norm_cross_attn = nn.Identity()
         self.norm = nn.LayerNorm(hidden_size)
         skips, ups = [], []
         prev = hidden_size
