@@ -330,7 +330,22 @@ class RenogramOutputHandler:
         self.written: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda e: self.written.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _completed(self, engine: Engine) -> None:
+        """With a ``truth.json`` next to the studies (synthetic data), write the split-function errors."""
+        rows = [r for r in self.written if "truth_left_percent" in r]
+        if not rows:
+            return
+        errors = [r["readout"] - r["truth_left_percent"] for r in rows]
+        summary = {"n": len(rows), "mae_percent_points": float(np.mean(np.abs(errors))),
+                   "max_abs_error_percent_points": float(np.max(np.abs(errors))), "cases": rows}
+        atomic_write_text(os.path.join(self.output_dir, "split_function_errors.json"), json.dumps(summary, indent=2))
+        engine.state.metrics["split_mae"] = summary["mae_percent_points"]
+        logger.info("split function against the synthetic truth: MAE %.2f %%-points over %d images",
+                    summary["mae_percent_points"], len(rows))
 
     def _iteration(self, engine: Engine) -> None:
         from lesionlab.data.renogram import read_renogram
@@ -348,5 +363,9 @@ class RenogramOutputHandler:
             if self.readout and source:
                 study = read_renogram(str(source))
                 record["readout"] = renogram_readout(study, mask, self.output_dir, name, self.window_s)["left_percent"]
+                truth = os.path.join(os.path.dirname(str(source)), "truth.json")
+                if os.path.isfile(truth):
+                    with open(truth) as f:
+                        record["truth_left_percent"] = float(json.load(f)["split_left_percent"])
             self.written.append(record)
             logger.info("%s: wrote %s", name, ", ".join(record["labels"]))
