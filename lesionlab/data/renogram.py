@@ -39,7 +39,7 @@ from lesionlab.data.dicom import _candidate_files, _uid, is_dicom_file
 from lesionlab.errors import DataError
 from lesionlab.utils import atomic_path
 
-__all__ = ["RenogramStudy", "read_renogram", "write_nm_dynamic", "NM_IMAGE_STORAGE"]
+__all__ = ["RenogramStudy", "read_renogram", "find_renogram_studies", "write_nm_dynamic", "NM_IMAGE_STORAGE"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,37 @@ def read_renogram(path: str | os.PathLike, detector: int | None = None, energy_w
     if is_dicom_file(path):
         return _read_nm_file(path, detector, energy_window)
     raise DataError(path, "not a renogram file: expected DICOM NM, .npz, a TIFF stack or a folder of frames")
+
+
+def find_renogram_studies(path: str | os.PathLike) -> list[str]:
+    """The renogram inputs under ``path``, each a path :func:`read_renogram` takes.
+
+    A file is one study. In a folder tree, every folder with DICOM files contributes: its multi-frame files one study
+    each, or, when its DICOM files are single frames, the folder itself (a folder of frames). ``.npz`` files are
+    studies too. Sorted; nothing is read beyond the DICOM headers.
+
+    Raises:
+        DataError: when ``path`` does not exist or holds no study.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise DataError(path, "no such file or folder")
+    found = []
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dicoms = _candidate_files(folder)
+        multi = [f for f in dicoms if int(_dcmread(f, pixels=False).get("NumberOfFrames", 1) or 1) > 1]
+        found += multi
+        if len(dicoms) > len(multi) + 1:
+            found.append(folder)
+        elif len(dicoms) == len(multi) + 1 and not multi:
+            found += dicoms
+        found += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(".npz")]
+    if not found:
+        raise DataError(path, "no renogram study found (DICOM NM files, folders of DICOM frames or .npz stacks)")
+    return sorted(found)
 
 
 def _dcmread(path: str, pixels: bool = True):

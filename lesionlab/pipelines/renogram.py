@@ -274,18 +274,12 @@ def renogram_readout(study: Any, mask: np.ndarray, out_dir: str, name: str = "re
     return report
 
 
-def renogram_inference_items(dataset_dir: str, frames: Sequence[int] = (1, 2), pattern: str = "renogram.dcm") -> list:
-    """Inference items ``{"image", "frame"}`` for every study file named ``pattern`` under ``dataset_dir`` (or the
-    study file itself when ``dataset_dir`` is a file), one item per fused frame in ``frames``."""
-    import glob
+def renogram_inference_items(dataset_dir: str, frames: Sequence[int] = (1, 2)) -> list:
+    """Inference items ``{"image", "frame"}``: every study under ``dataset_dir`` (see
+    :func:`lesionlab.data.renogram.find_renogram_studies`; a file is one study), one item per fused frame."""
+    from lesionlab.data.renogram import find_renogram_studies
 
-    if os.path.isfile(dataset_dir):
-        files = [dataset_dir]
-    else:
-        files = sorted(glob.glob(os.path.join(dataset_dir, "**", pattern), recursive=True))
-    if not files:
-        raise DataError(dataset_dir, f"no renogram study ({pattern}) found")
-    return [{"image": f, "frame": int(k)} for f in files for k in frames]
+    return [{"image": f, "frame": int(k)} for f in find_renogram_studies(dataset_dir) for k in frames]
 
 
 def write_label_image(mask: np.ndarray, out_base: str, spacing: Sequence[float] = (1.0, 1.0),
