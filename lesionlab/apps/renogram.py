@@ -142,7 +142,7 @@ def _markdown(results: dict[str, dict], pvals: dict[str, float], epochs: int, qu
         paper = " / ".join(_fmt(row.paper.get(k), 5) for k in ("dsc", "precision", "recall"))
         if row.name not in results:
             why = "not run (network not present)" if row.bundle is None else "not run"
-            lines.append(f"| {row.name} | {why} |" + " |" * (len(cols) + 3) + f" {paper} |")
+            lines.append(f"| {row.name} | {why} |" + " |" * (len(cols) + 2) + f" {paper} |")
             continue
         r = results[row.name]
         cells = []

@@ -1,6 +1,6 @@
 """Renogram bundle on synthetic DICOM NM studies: train (both run forms), evaluate on the study grid with the split
 function against the synthetic truth, infer from a DICOM study to label images, TorchScript export, and a short
-run that learns. About 3-4 minutes on a loaded 2-core CPU (marked slow)."""
+run that learns. About 5 minutes on a loaded 2-core CPU (marked slow)."""
 
 from __future__ import annotations
 
@@ -98,9 +98,11 @@ def test_run_form_without_meta_file(studies, tmp_path):
     assert os.path.exists(os.path.join(root, "models", "model.pt"))
 
 
-# Measured (loaded 2-core CPU, OMP_NUM_THREADS=1): best validation Dice after 12 epochs on 10 synthetic studies of
-# 48 x 48: seed 0 -> FILL, seed 1 -> FILL. The floor is set well below.
+# Measured (2-core CPU shared with other jobs, OMP_NUM_THREADS=1, about 2.3 min per run): best validation Dice after
+# 20 epochs on 10 synthetic studies of 48 x 48: seed 0 -> 0.821, seed 1 -> 0.852 (after 12 epochs: 0.697 and 0.419;
+# the first ~6 epochs predict background only). The floor is set well below the 20-epoch figures.
 LEARN_FLOOR = 0.5
+LEARN_EPOCHS = 20
 
 
 @pytest.mark.parametrize("seed", [0])
@@ -108,7 +110,7 @@ def test_training_learns(tmp_path_factory, seed):
     data = _data(tmp_path_factory, f"learn{seed}", 10, seed)
     root = copy_bundle(BUNDLE, str(tmp_path_factory.mktemp(f"learn_bundle{seed}") / BUNDLE))
     set_config_values(root, TINY_NET)
-    run_bundle(root, "train", dataset_dir=data, epochs=12, seed=seed, progress=False)
+    run_bundle(root, "train", dataset_dir=data, epochs=LEARN_EPOCHS, seed=seed, progress=False)
     history = json.load(open(os.path.join(root, "eval", "history.json")))["epochs"]
     best = max(h["val_mean_dice"] for h in history)
-    assert best > LEARN_FLOOR, f"best validation Dice {best:.3f} after 12 epochs"
+    assert best > LEARN_FLOOR, f"best validation Dice {best:.3f} after {LEARN_EPOCHS} epochs"
