@@ -159,8 +159,7 @@ def _markdown(results: dict[str, dict], pvals: dict[str, float], epochs: int, qu
     return "\n".join(lines) + "\n"
 
 
-def _contour_figure(results: dict[str, dict], test_items: Sequence[dict], workdir: str, out_png: str,
-                    n: int = 3) -> None:
+def _contour_figure(results: dict[str, dict], test_items: Sequence[dict], out_png: str, n: int = 3) -> None:
     """Held-out fused frames (pseudo-colour) with the ground-truth contour and each row's predicted contour."""
     import matplotlib
 
@@ -224,19 +223,17 @@ def run_renogram_table(datalist: str, workdir: str, epochs: int = 1000, quick: b
         size: network input size (384 in the paper; 96 or 192 for CPU runs); the Transformer rows keep the 3 x 3
             grid (patch ``size // 3``) or 16-pixel patches.
     """
-    datalist = os.path.abspath(datalist)
+    datalist, out = os.path.abspath(datalist), os.path.join(os.path.abspath(workdir), "table_renogram")
     if not os.path.isfile(datalist):
         raise LesionlabError(f"{datalist}: datalist not found (build one with `lesionlab synth renogram`)")
-    workdir = os.path.join(os.path.abspath(workdir), "table_renogram")
-    os.makedirs(workdir, exist_ok=True)
+    todo = [r for r in TABLE["rows"] if r.bundle is not None and (not rows or r.name in rows)]
     results: dict[str, dict] = {}
-    for row in TABLE["rows"]:
-        if row.bundle is None or (rows and row.name not in rows):
-            continue
+    for row in todo:
         print(f"[renogram] {row.name}: training up to {epochs} epoch(s) and evaluating ...", flush=True)
+        os.makedirs(out, exist_ok=True)
         settings = {"val_interval": 1, **_size_overrides(row, size), **(extra or {})}
-        results[row.name] = {**_run_row(row, workdir, datalist, epochs, quick, settings),
-                             "root": os.path.join(workdir, row.slug)}
+        result = _run_row(row, out, datalist, epochs, quick, settings)
+        results[row.name] = {**result, "root": os.path.join(out, row.slug)}
     ref = next((r.name for r in TABLE["rows"] if r.reference and r.name in results), None)
     pvals: dict[str, float] = {}
     if ref is not None:
@@ -250,11 +247,11 @@ def run_renogram_table(datalist: str, workdir: str, epochs: int = 1000, quick: b
     base = os.path.dirname(datalist)
     test = [{**it, "image": os.path.join(base, it["image"]), "label": os.path.join(base, it["label"])}
             for it in dl.get("test", [])]
-    paths = {"table": os.path.join(workdir, "table_renogram.md"), "json": os.path.join(workdir, "table_renogram.json"),
-             "contours": os.path.join(workdir, "table_renogram_contours.png")}
+    paths = {"table": os.path.join(out, "table_renogram.md"), "json": os.path.join(out, "table_renogram.json"),
+             "contours": os.path.join(out, "table_renogram_contours.png")}
     atomic_write_text(paths["table"], _markdown(results, pvals, epochs, quick, len(dl.get("training", [])), len(test)))
     atomic_write_text(paths["json"], json.dumps({"epochs": epochs, "quick": quick, "results": results,
                                                  "p_values": pvals}, indent=2, default=float))
     if results:
-        _contour_figure(results, test, workdir, paths["contours"])
+        _contour_figure(results, test, paths["contours"])
     return paths
