@@ -256,7 +256,8 @@ def _read_nm_file(path: str, detector: int | None, energy_window: int) -> Renogr
     win_vec = _vector(ds, _ENERGY, n, path)
     det = _pick_detector(ds, det_vec, detector, path)
     if energy_window not in set(win_vec.tolist()):
-        raise DataError(path, f"no energy window {energy_window}; windows in this file: {sorted(set(win_vec.tolist()))}")
+        windows = sorted(set(win_vec.tolist()))
+        raise DataError(path, f"no energy window {energy_window}; windows in this file: {windows}")
     keep = (det_vec == det) & (win_vec == energy_window)
     # start time of each phase: the previous phases' frames and pauses plus this phase's delay (all in ms)
     info, t = [], 0.0
@@ -299,7 +300,8 @@ def _read_nm_file(path: str, detector: int | None, energy_window: int) -> Renogr
     return RenogramStudy(
         frames=pixels[keep][order], frame_start_s=np.asarray(starts)[order], frame_duration_s=np.asarray(durs)[order],
         source=path, pixel_spacing=_spacing(ds), patient_id=str(ds.get("PatientID", "")),
-        study_instance_uid=str(ds.get("StudyInstanceUID", "")), series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
         view="POSTERIOR" if "POSTERIOR" in view else "ANTERIOR" if "ANTERIOR" in view else "",
         phases=[{"n_frames": p["n"], "frame_duration_s": p["dur_ms"] / 1000.0, "delay_s": p["start_ms"] / 1000.0}
                 for p in info],

@@ -132,7 +132,8 @@ class FuseFrames(Transform):
     def __call__(self, img: torch.Tensor) -> MetaTensor:
         start, dur = _timing(img)
         n = img.shape[0]
-        bounds = list(range(0, n - self.group + 1, self.group)) if self.drop_incomplete else list(range(0, n, self.group))
+        last = n - self.group + 1 if self.drop_incomplete else n
+        bounds = list(range(0, max(last, 0), self.group))
         if not bounds:
             raise DataError(_source(img), f"{n} frame(s) left, fewer than one group of {self.group}")
         x = _plain(img).float()

@@ -118,7 +118,8 @@ def synth_renogram_study(size: int = 64, seed: int = 0, pixel_spacing: float = 3
     durs = np.concatenate([np.full(m, d) for m, d in PHASES])
     starts = np.concatenate([[0.0], np.cumsum(durs)[:-1]])
     mid = starts + durs / 2
-    split_left = float(rng.uniform(0.4, 0.6) if rng.random() > 0.25 else rng.choice([-1, 1]) * rng.uniform(0.1, 0.25) + 0.5)
+    abnormal = rng.random() <= 0.25
+    split_left = float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.25) + 0.5 if abnormal else rng.uniform(0.4, 0.6))
     curves, params = _curves(mid, rng, split_left)
     scale = rng.uniform(0.85, 1.15)
     length, width = 26 * n * scale, 13 * n * scale
