@@ -333,9 +333,11 @@ class RenogramOutputHandler:
         rows = [r for r in self.written if "truth_left_percent" in r]
         if not rows:
             return
-        errors = [r["readout"] - r["truth_left_percent"] for r in rows]
-        summary = {"n": len(rows), "mae_percent_points": float(np.mean(np.abs(errors))),
-                   "max_abs_error_percent_points": float(np.max(np.abs(errors))), "cases": rows}
+        errors = np.abs([r["readout"] - r["truth_left_percent"] for r in rows])
+        defined = errors[~np.isnan(errors)]  # an empty predicted parenchyma has no split function
+        summary = {"n": len(rows), "n_undefined": int(errors.size - defined.size),
+                   "mae_percent_points": float(defined.mean()) if defined.size else math.nan,
+                   "max_abs_error_percent_points": float(defined.max()) if defined.size else math.nan, "cases": rows}
         atomic_write_text(os.path.join(self.output_dir, "split_function_errors.json"), json.dumps(summary, indent=2))
         engine.state.metrics["split_mae"] = summary["mae_percent_points"]
         logger.info("split function against the synthetic truth: MAE %.2f %%-points over %d images",

@@ -66,7 +66,8 @@ def test_evaluate_on_study_grid_with_split_function(trained, studies):
     pngs = sorted(f for f in os.listdir(os.path.join(ev, "predictions")) if f.endswith("fused1.png"))
     assert np.asarray(Image.open(os.path.join(ev, "predictions", pngs[0]))).shape == (SIZE, SIZE)
     errors = json.load(open(os.path.join(ev, "predictions", "split_function_errors.json")))
-    assert errors["n"] == 2 and errors["mae_percent_points"] >= 0
+    assert errors["n"] == 2 and all(0 < c["truth_left_percent"] < 100 for c in errors["cases"])
+    assert errors["n_undefined"] == 2 or errors["mae_percent_points"] >= 0  # 2 epochs may predict no parenchyma
 
 
 def test_infer_from_dicom_study_and_export(trained, studies, tmp_path):
