@@ -112,7 +112,7 @@ TABLE: dict[str, Any] = {
     "rows": [
         Row("FCN", None, paper=_p(0.90910, 0.93690, 0.92002)),
         Row("U-Net", BUNDLE, ["variants/unet.json"], _p(0.91213, 0.93451, 0.93301),
-            {"network_def#channels": [16, 32, 64, 128, 256]}),
+            {"network_def#channels": [8, 16, 32, 64, 128]}),
         Row("SegNet", None, paper=_p(0.89526, 0.94037, 0.92433)),
         Row("Deeplab-v3+", None, paper=_p(0.89156, 0.92684, 0.92139)),
         Row("Our (3x3 patches)", BUNDLE, [], _p(0.95066, 0.95685, 0.95592, 0.99138, 0.91626), _Q, True),
