@@ -75,3 +75,16 @@ def test_datalist_splits_by_patient(tmp_path):
     assert not (sides["validation"] & sides["test"])
     assert sum(len(v) for v in data.values()) == 20  # two labelled fused frames per study
     assert {it["frame"] for it in data["training"]} == {1, 2}
+
+
+def test_split_function_against_synthetic_truth():
+    """With the true parenchyma masks the read-out recovers the generator's split function: measured 0.97 %-points
+    mean absolute error (max 2.23) over seeds 0-5 at 48 x 48 (0.69 over 16 studies at 64 x 64)."""
+    from lesionlab.data.synthetic.renogram import synth_renogram_study
+
+    errors = []
+    for seed in range(6):
+        s = synth_renogram_study(size=48, seed=seed)
+        r = split_function(s["frames"], s["frame_start_s"], s["frame_duration_s"], s["parenchyma"])
+        errors.append(abs(r["left_percent"] - s["truth"]["split_left_percent"]))
+    assert np.mean(errors) < 2.0 and max(errors) < 4.0
