@@ -150,7 +150,7 @@ def _cmd_experiments_renogram(args: argparse.Namespace) -> int:
     from lesionlab.apps.renogram import run_renogram_table
 
     paths = run_renogram_table(args.datalist, args.workdir, epochs=args.epochs, quick=args.quick,
-                               extra=_parse_overrides(args.set), size=args.size)
+                               extra=_parse_overrides(args.set), size=args.size, rows=args.rows)
     print(open(paths["table"]).read())
     for k, v in paths.items():
         print(f"{k:8s} {v}")
@@ -268,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     xr.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
     xr.add_argument("--quick", action="store_true", help="narrow networks for CPU runs")
     xr.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
+    xr.add_argument("--rows", action="append", metavar="NAME", help="run only this row (repeatable); earlier rows kept")
     xr.set_defaults(func=_cmd_experiments_renogram)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")

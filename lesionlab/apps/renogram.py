@@ -103,6 +103,12 @@ def _p(dsc: float, prec: float, rec: float, acc: float | None = None, jac: float
     return {k: v for k, v in vals.items() if v is not None}
 
 
+def _network_present(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 _Q = {"network_def#hidden_size": 64, "network_def#mlp_dim": 128, "network_def#num_layers": 4,
       "network_def#num_heads": 4, "network_def#decoder_channels": [64, 32, 16, 16]}
 
@@ -114,7 +120,10 @@ TABLE: dict[str, Any] = {
         Row("U-Net", BUNDLE, ["variants/unet.json"], _p(0.91213, 0.93451, 0.93301),
             {"network_def#channels": [8, 16, 32, 64, 128]}),
         Row("SegNet", None, paper=_p(0.89526, 0.94037, 0.92433)),
-        Row("Deeplab-v3+", None, paper=_p(0.89156, 0.92684, 0.92139)),
+        Row("Deeplab-v3+", BUNDLE if _network_present("lesionlab.networks.nets.deeplabv3plus") else None,
+            ["variants/deeplabv3plus.json"], _p(0.89156, 0.92684, 0.92139),
+            {"network_def#layers": [1, 1, 1, 1], "network_def#widths": [8, 16, 32, 64],
+             "network_def#stem_channels": 16, "network_def#aspp_channels": 32, "network_def#low_level_channels": 16, "network_def#decoder_channels": 32}),
         Row("Our (3x3 patches)", BUNDLE, [], _p(0.95066, 0.95685, 0.95592, 0.99138, 0.91626), _Q, True),
         Row("Our (16-pixel patches)", BUNDLE, ["variants/patch16.json"], {}, _Q),
         Row("Our* (flip augmentation)", BUNDLE, ["variants/flip_augmentation.json"],
@@ -218,7 +227,7 @@ def run_renogram_table(datalist: str, workdir: str, epochs: int = 1000, quick: b
         workdir: output folder (one trained bundle copy per row).
         epochs: maximum epochs per row (early stopping still applies).
         quick: narrower networks (``Row.quick``) for CPU runs; parameter counts stay at the bundle's widths.
-        rows: restrict to these row names.
+        rows: restrict to these row names; the other rows of an earlier run in ``workdir`` are kept in the table.
         extra: config overrides for every row, applied last (e.g. ``{"batch_size": 4}``).
         size: network input size (384 in the paper; 96 or 192 for CPU runs); the Transformer rows keep the 3 x 3
             grid (patch ``size // 3``) or 16-pixel patches.
@@ -228,6 +237,10 @@ def run_renogram_table(datalist: str, workdir: str, epochs: int = 1000, quick: b
         raise LesionlabError(f"{datalist}: datalist not found (build one with `lesionlab synth renogram`)")
     todo = [r for r in TABLE["rows"] if r.bundle is not None and (not rows or r.name in rows)]
     results: dict[str, dict] = {}
+    previous = os.path.join(out, "table_renogram.json")
+    if rows and os.path.isfile(previous):  # a partial re-run keeps the other rows of the earlier run
+        with open(previous) as f:
+            results = {k: v for k, v in json.load(f)["results"].items() if k not in rows}
     for row in todo:
         print(f"[renogram] {row.name}: training up to {epochs} epoch(s) and evaluating ...", flush=True)
         os.makedirs(out, exist_ok=True)
