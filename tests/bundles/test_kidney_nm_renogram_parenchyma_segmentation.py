@@ -110,3 +110,24 @@ def test_training_learns(tmp_path_factory, seed):
     history = json.load(open(os.path.join(root, "eval", "history.json")))["epochs"]
     best = max(h["val_mean_dice"] for h in history)
     assert best > LEARN_FLOOR, f"best validation Dice {best:.3f} after {LEARN_EPOCHS} epochs"
+
+
+def test_lesionlab_infer_reports_a_non_renogram_and_segments_the_rest(trained, studies, tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from lesionlab.apps.cli import main
+
+    inputs = tmp_path / "inputs"
+    shutil.copytree(os.path.join(studies, "study_001"), inputs / "study_001")
+    (inputs / "bone_scan").mkdir()
+    shutil.copy(get_testdata_file("JPEG2000.dcm"), inputs / "bone_scan" / "wb.dcm")  # a whole-body bone scan
+    out = tmp_path / "out"
+    assert main(["infer", trained, "--input", str(inputs), "--output", str(out), "--format", "png",
+                 "--set", "frames=[1]"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_studies"] == 2 and summary["n_ok"] == 1
+    failed = next(c for c in summary["cases"] if c["status"] == "failed")
+    assert "WHOLE BODY" in failed["error"] and "wb.dcm" in failed["error"]
+    assert (out / "study_001_renogram_fused1.png").exists() and (out / "study_001_renogram_fused1_tac.png").exists()
