@@ -116,10 +116,12 @@ _Q = {"network_def#hidden_size": 64, "network_def#mlp_dim": 128, "network_def#nu
 TABLE: dict[str, Any] = {
     "title": "Tables 2-4: renal parenchyma segmentation, network comparison and flip augmentation (Our*)",
     "rows": [
-        Row("FCN", None, paper=_p(0.90910, 0.93690, 0.92002)),
+        Row("FCN", BUNDLE, ["variants/fcn.json"], _p(0.90910, 0.93690, 0.92002),
+            {"network_def#channels": [8, 16, 32, 64, 64], "network_def#fc_channels": 128}),
         Row("U-Net", BUNDLE, ["variants/unet.json"], _p(0.91213, 0.93451, 0.93301),
             {"network_def#channels": [8, 16, 32, 64, 128]}),
-        Row("SegNet", None, paper=_p(0.89526, 0.94037, 0.92433)),
+        Row("SegNet", BUNDLE, ["variants/segnet.json"], _p(0.89526, 0.94037, 0.92433),
+            {"network_def#channels": [8, 16, 32, 64, 64]}),
         Row("Deeplab-v3+", BUNDLE if _network_present("lesionlab.networks.nets.deeplabv3plus") else None,
             ["variants/deeplabv3plus.json"], _p(0.89156, 0.92684, 0.92139),
             {"network_def#layers": [1, 1, 1, 1], "network_def#widths": [8, 16, 32, 64],
@@ -164,8 +166,8 @@ def _markdown(results: dict[str, dict], pvals: dict[str, float], epochs: int, qu
                      f"{r['params']:,} | {paper} |")
     lines += ["", "Means over held-out images (Dice ± std); Dice (pooled): confusion matrix summed over the test set; "
               "p: two-sided Wilcoxon signed-rank test on per-image Dice against the reference row; params: the "
-              "row's network at the bundle's (paper-size) widths. FCN, SegNet and DeepLab-v3+ are not provided by "
-              "the project. The paper's baselines were not retrained with augmentation; neither are ours."]
+              "row's network at the bundle's (paper-size) widths; FCN = FCN-8s and SegNet with VGG16 widths, no "
+              "pre-training. The paper's baselines were not retrained with augmentation; neither are ours."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,11 +1,11 @@
 """Matrix entries for the renogram networks (seed 003): the Transformer-encoder U-net in both patch presets at small
-widths, and the MONAI U-Net baseline of the comparison table."""
+widths, and the FCN-8s, SegNet and MONAI U-Net baselines of the comparison table."""
 
 from __future__ import annotations
 
 from monai.networks.nets import UNet
 
-from lesionlab.networks.nets import TransformerEncoderUNet
+from lesionlab.networks.nets import FCN, SegNet, TransformerEncoderUNet
 from tests.networks.matrix import NetCase
 
 _SMALL = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 4, "num_heads": 4, "decoder_channels": (16, 16, 8, 8)}
@@ -54,5 +54,19 @@ CASES = [
         input_shapes=[(2, 3, 64, 64), (1, 3, 48, 80)],
         expected_shape=_seg_shape(1),
         invalid=[lambda: UNet(2, 3, 1, channels=(8,), strides=(2,))],
+    ),
+    NetCase(
+        name="FCN-8s-small",
+        build=lambda: FCN(2, 3, 1, channels=(4, 8, 8, 16, 16), fc_channels=16, dropout=0.0),
+        input_shapes=[(2, 3, 64, 64), (1, 3, 32, 96)],
+        expected_shape=_seg_shape(1),
+        invalid=[lambda: FCN(spatial_dims=4), lambda: FCN(channels=(8, 8)), lambda: FCN(dropout=1.0)],
+    ),
+    NetCase(
+        name="SegNet-small",
+        build=lambda: SegNet(2, 3, 1, channels=(4, 8, 8, 16, 16)),
+        input_shapes=[(2, 3, 64, 64), (1, 3, 32, 96)],
+        expected_shape=_seg_shape(1),
+        invalid=[lambda: SegNet(spatial_dims=4), lambda: SegNet(convs_per_stage=(2, 2))],
     ),
 ]
