@@ -15,6 +15,7 @@ from .dimension_fusion import (
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
 from .residual_attention import CoarseResidualLearning
+from .vgg import VGG16_CHANNELS, VGG16_CONVS, vgg_encoder_stages, vgg_stage
 
 __all__ = [
     "DoubleConv",
@@ -33,4 +34,8 @@ __all__ = [
     "MultiScaleDeconvUpsample",
     "MultiScaleConv",
     "CoarseResidualLearning",
+    "VGG16_CHANNELS",
+    "VGG16_CONVS",
+    "vgg_stage",
+    "vgg_encoder_stages",
 ]

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers import Conv, Pool
 
+from lesionlab.networks.blocks.vgg import VGG16_CHANNELS, VGG16_CONVS, vgg_encoder_stages
+
 __all__ = ["FCN"]
 
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -47,26 +49,16 @@ class FCN(nn.Module):
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 3, out_channels: int = 1,
-                 channels: Sequence[int] = (64, 128, 256, 512, 512), convs_per_stage: Sequence[int] = (2, 2, 3, 3, 3),
+                 channels: Sequence[int] = VGG16_CHANNELS, convs_per_stage: Sequence[int] = VGG16_CONVS,
                  fc_channels: int = 4096, dropout: float = 0.5) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
-        if len(channels) != 5 or len(convs_per_stage) != 5 or min(channels) < 1 or min(convs_per_stage) < 1:
-            raise ValueError(f"channels and convs_per_stage must be 5 positive values, got {channels}, "
-                             f"{convs_per_stage}")
         if fc_channels < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"fc_channels must be >= 1 and dropout in [0, 1), got {fc_channels}, {dropout}")
+        encoder = vgg_encoder_stages(spatial_dims, in_channels, out_channels, channels, convs_per_stage)
+        self.stages = nn.ModuleList(
+            [nn.Sequential(*stage, Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)) for stage in encoder])
+        prev = channels[-1]
         self.interp_mode = _INTERP[spatial_dims]
-        stages, prev = [], in_channels
-        for ch, n in zip(channels, convs_per_stage):
-            layers = [Convolution(spatial_dims, prev if i == 0 else ch, ch, kernel_size=3, norm="batch", act="relu")
-                      for i in range(n)]
-            stages.append(nn.Sequential(*layers, Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)))
-            prev = ch
-        self.stages = nn.ModuleList(stages)
         self.fc = nn.Sequential(
             Convolution(spatial_dims, prev, fc_channels, kernel_size=7, norm="batch", act="relu", dropout=dropout),
             Convolution(spatial_dims, fc_channels, fc_channels, kernel_size=1, norm="batch", act="relu",

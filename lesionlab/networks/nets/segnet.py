@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution
 from monai.networks.layers import Conv, Pool
+
+from lesionlab.networks.blocks.vgg import VGG16_CHANNELS, VGG16_CONVS, vgg_encoder_stages, vgg_stage
 
 __all__ = ["SegNet"]
 
@@ -41,33 +42,17 @@ class SegNet(nn.Module):
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 3, out_channels: int = 1,
-                 channels: Sequence[int] = (64, 128, 256, 512, 512),
-                 convs_per_stage: Sequence[int] = (2, 2, 3, 3, 3)) -> None:
+                 channels: Sequence[int] = VGG16_CHANNELS, convs_per_stage: Sequence[int] = VGG16_CONVS) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
-        if len(channels) != 5 or len(convs_per_stage) != 5 or min(channels) < 1 or min(convs_per_stage) < 1:
-            raise ValueError(f"channels and convs_per_stage must be 5 positive values, got {channels}, "
-                             f"{convs_per_stage}")
-
-        def block(cin: int, cout: int, n: int) -> nn.Sequential:
-            return nn.Sequential(*[Convolution(spatial_dims, cin if i == 0 else cout, cout, kernel_size=3,
-                                               norm="batch", act="relu") for i in range(n)])
-
-        enc, prev = [], in_channels
-        for ch, n in zip(channels, convs_per_stage):
-            enc.append(block(prev, ch, n))
-            prev = ch
-        self.encoders = nn.ModuleList(enc)
+        self.encoders = nn.ModuleList(
+            vgg_encoder_stages(spatial_dims, in_channels, out_channels, channels, convs_per_stage))
         self.spatial_dims = spatial_dims
         self.pools = nn.ModuleList(
             [Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2, return_indices=True) for _ in channels])
         # decoder stage k (deepest first) maps channels[k] to channels[k - 1] (the first stage keeps its width)
         outs = [channels[k - 1] if k > 0 else channels[0] for k in range(5)][::-1]
         self.decoders = nn.ModuleList(
-            [block(ch, out, n) for ch, out, n in zip(channels[::-1], outs, convs_per_stage[::-1])])
+            [vgg_stage(spatial_dims, ch, out, n) for ch, out, n in zip(channels[::-1], outs, convs_per_stage[::-1])])
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
 
     def _unpool(self, y: torch.Tensor, idx: torch.Tensor, size: list[int]) -> torch.Tensor:
