@@ -179,14 +179,14 @@ def _dcmread(path: str, pixels: bool = True):
 
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
-    except Exception as err:  # noqa: BLE001 - any parse failure is a data problem of this file
+    except Exception as err:
         raise DataError(path, f"not a readable DICOM file ({str(err).strip()[:200] or type(err).__name__})") from err
 
 
 def _pixels(ds, path: str) -> np.ndarray:
     try:
         arr = np.asarray(ds.pixel_array, dtype=np.float32)
-    except Exception as err:  # noqa: BLE001 - decoder missing, truncated pixel data...
+    except Exception as err:
         raise DataError(path, f"pixel data cannot be decoded ({str(err).strip()[:200] or type(err).__name__})") from err
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     return arr * slope + intercept
@@ -226,7 +226,7 @@ def _vector(ds, tag: int, n_frames: int, path: str) -> np.ndarray:
 
 
 def _pick_detector(ds, detectors: np.ndarray, detector: int | None, path: str) -> int:
-    found = sorted(set(int(d) for d in detectors))
+    found = sorted({int(d) for d in detectors})
     if detector is not None:
         if detector not in found:
             raise DataError(path, f"no detector {detector}; detectors in this file: {found}")
@@ -391,7 +391,7 @@ def _read_npz(path: str) -> RenogramStudy:
     try:
         with np.load(path) as z:
             data = {k: z[k] for k in z.files}
-    except Exception as err:  # noqa: BLE001 - damaged archive
+    except Exception as err:
         raise DataError(path, f"not a readable .npz archive ({err})") from err
     missing = [k for k in ("frames", "frame_start_s", "frame_duration_s") if k not in data]
     if missing:

@@ -286,7 +286,7 @@ def write_label_image(mask: np.ndarray, out_base: str, spacing: Sequence[float] 
                       formats: Sequence[str] = ("png", "nii.gz")) -> list[str]:
     """Write a 2D label ``(rows, columns)`` as ``<out_base>.png`` (0/255, for viewing) and/or ``.nii.gz`` (0/1,
     pixel spacing kept), atomically. Returns the paths."""
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
     from PIL import Image
 
     mask = (np.asarray(mask) > 0).astype(np.uint8)

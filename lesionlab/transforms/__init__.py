@@ -28,7 +28,7 @@ __all__ = [
     "ValidateVolumed",
 ]
 
-from .renogram import (  # noqa: E402
+from .renogram import (
     DropEarlyFrames,
     DropEarlyFramesd,
     FuseFrames,

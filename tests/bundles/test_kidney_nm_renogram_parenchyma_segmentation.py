@@ -81,7 +81,7 @@ def test_infer_from_dicom_study_and_export(trained, studies, tmp_path):
     run_bundle(trained, "infer", dataset_dir=study, output_dir=out, frames=[1])
     label = np.asarray(Image.open(os.path.join(out, "study_000_renogram_fused1.png")))
     assert label.shape == (SIZE, SIZE) and set(np.unique(label)) <= {0, 255}
-    import SimpleITK as sitk  # noqa: N813
+    import SimpleITK as sitk
 
     nii = sitk.ReadImage(os.path.join(out, "study_000_renogram_fused1.nii.gz"))
     assert nii.GetSize() == (SIZE, SIZE)
