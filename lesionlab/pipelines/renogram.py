@@ -28,8 +28,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.metrics import DiceMetric, MeanIoU, compute_confusion_matrix_metric, get_confusion_matrix
 
+from lesionlab.data.datalist import split_subjects
 from lesionlab.errors import DataError
-from lesionlab.pipelines.datalist import split_subjects
 from lesionlab.pipelines.metrics import case_metrics, write_reports
 from lesionlab.utils import atomic_path, atomic_write_text
 

@@ -12,6 +12,18 @@ from .array import (
     stack_slices,
 )
 from .dictionary import InPlaneCropResized, MergeMasksd, NeighbourSliceStackd, RandSlice25Dd, ValidateVolumed
+from .renogram import (
+    DropEarlyFrames,
+    DropEarlyFramesd,
+    FuseFrames,
+    FuseFramesd,
+    LoadRenogram,
+    LoadRenogramd,
+    PseudoColour,
+    PseudoColourd,
+    SelectFrames,
+    SelectFramesd,
+)
 
 __all__ = [
     "DEFAULT_OFFSETS",
@@ -26,22 +38,14 @@ __all__ = [
     "NeighbourSliceStackd",
     "RandSlice25Dd",
     "ValidateVolumed",
-]
-
-from .renogram import (
-    DropEarlyFrames,
-    DropEarlyFramesd,
-    FuseFrames,
-    FuseFramesd,
-    LoadRenogram,
-    LoadRenogramd,
-    PseudoColour,
-    PseudoColourd,
-    SelectFrames,
-    SelectFramesd,
-)
-
-__all__ += [
-    "LoadRenogram", "DropEarlyFrames", "FuseFrames", "SelectFrames", "PseudoColour",
-    "LoadRenogramd", "DropEarlyFramesd", "FuseFramesd", "SelectFramesd", "PseudoColourd",
+    "LoadRenogram",
+    "DropEarlyFrames",
+    "FuseFrames",
+    "SelectFrames",
+    "PseudoColour",
+    "LoadRenogramd",
+    "DropEarlyFramesd",
+    "FuseFramesd",
+    "SelectFramesd",
+    "PseudoColourd",
 ]
