@@ -171,9 +171,41 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_synth_renogram(args: argparse.Namespace) -> int:
+    from lesionlab.data.synthetic.renogram import synth_renograms
+    from lesionlab.pipelines.renogram import build_renogram_datalist
+
+    synth_renograms(args.out, n=args.n, size=args.size, seed=args.seed, progress=not args.quiet)
+    data = build_renogram_datalist(args.out, os.path.join(args.out, "datalist.json"), seed=args.seed)
+    print(f"wrote {args.n} synthetic renograms (DICOM NM, {args.size}x{args.size}) to {args.out}; datalist.json: "
+          + ", ".join(f"{len(v)} {k}" for k, v in data.items()) + " images (split by patient)")
+    return 0
+
+
+def _cmd_experiments_renogram(args: argparse.Namespace) -> int:
+    from lesionlab.apps.renogram import run_renogram_table
+
+    paths = run_renogram_table(args.datalist, args.workdir, epochs=args.epochs, quick=args.quick,
+                               extra=_parse_overrides(args.set), size=args.size, rows=args.rows)
+    print(open(paths["table"]).read())
+    for k, v in paths.items():
+        print(f"{k:8s} {v}")
+    return 0
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import infer_bundle, parse_overrides
     from lesionlab.apps.glomerulus_cli import infer_classification
+    from lesionlab.apps.renogram import infer_renogram, is_renogram_bundle
+
+    if is_renogram_bundle(args.bundle):  # NM renograms: label images + split function per study
+        s = infer_renogram(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
+                           overrides=parse_overrides(args.set))
+        for c in s["cases"]:
+            print(f"{'ok     ' if c['status'] == 'ok' else 'FAILED '} {c['study']}" + (f": {c['error']}" if
+                  c["status"] != "ok" else ""), file=sys.stdout if c["status"] == "ok" else sys.stderr)
+        print(f"{s['n_ok']}/{s['n_studies']} studies segmented; summary: {args.output}/summary.json")
+        return int(s["exit_code"])
 
     code = infer_classification(args, parse_overrides(args.set))  # classification bundles: crops -> CSV
     if code is not None:
@@ -248,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--seed", type=int, default=0)
     sn.add_argument("--quiet", action="store_true", help="no progress bar")
     sn.set_defaults(func=_cmd_synth_nuclei)
+    sr = ssub.add_parser("renogram", help="paediatric dynamic renograms as DICOM NM files with parenchyma masks")
+    sr.add_argument("--out", required=True, help="output folder")
+    sr.add_argument("--n", type=int, default=20, help="studies (default: 20)")
+    sr.add_argument("--size", type=int, default=64, help="matrix size in pixels (default: 64)")
+    sr.add_argument("--seed", type=int, default=0)
+    sr.add_argument("--quiet", action="store_true", help="no progress bar")
+    sr.set_defaults(func=_cmd_synth_renogram)
 
     dl = sub.add_parser("datalist", help="build a MONAI datalist JSON from an ATLAS R1.1 or R2.0 folder")
     dl.add_argument("--root", required=True, help="data folder (searched recursively)")
@@ -296,6 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     xi.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_size=[64,64] (repeatable)")
     xi.set_defaults(func=_cmd_experiments_imbalance)
+    xr = xsub.add_parser("renogram", help="renogram paper (seed 003): Table 2 columns and the flip-augmented Our*")
+    xr.add_argument("--datalist", required=True, help="renogram datalist JSON (`lesionlab synth renogram` writes one)")
+    xr.add_argument("--epochs", type=int, default=1000, help="maximum epochs per row (paper: 1000, early stopping)")
+    xr.add_argument("--size", type=int, default=384, help="network input size (paper: 384; 96 for CPU runs)")
+    xr.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    xr.add_argument("--quick", action="store_true", help="narrow networks for CPU runs")
+    xr.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
+    xr.add_argument("--rows", action="append", metavar="NAME", help="run only this row (repeatable); earlier rows kept")
+    xr.set_defaults(func=_cmd_experiments_renogram)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")
@@ -330,8 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--input", required=True,
                      help="NIfTI/NRRD/MHA file, DICOM series folder, folder of inputs or datalist JSON")
     inf.add_argument("--output", required=True, help="output folder (one file per case + summary.json)")
-    inf.add_argument("--format", choices=["nifti", "nrrd", "dicom-seg"], default="nifti",
-                     help="nifti (default), nrrd (3D Slicer .seg.nrrd) or dicom-seg (DICOM inputs only)")
+    inf.add_argument("--format", choices=["nifti", "nrrd", "dicom-seg", "png"], default="nifti",
+                     help="nifti (default), nrrd (3D Slicer .seg.nrrd) or dicom-seg (DICOM inputs only); NM renogram "
+                     "bundles write PNG + NIfTI label images (nifti) or PNG only (png)")
     inf.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")

@@ -24,6 +24,18 @@ from .dictionary import (
     ValidateRGBTiled,
     ValidateVolumed,
 )
+from .renogram import (
+    DropEarlyFrames,
+    DropEarlyFramesd,
+    FuseFrames,
+    FuseFramesd,
+    LoadRenogram,
+    LoadRenogramd,
+    PseudoColour,
+    PseudoColourd,
+    SelectFrames,
+    SelectFramesd,
+)
 from .stain import StainNormalize, StainNormalized, StainNormalizer, ValidateRGB, ValidateRGBd
 
 __all__ = [
@@ -50,4 +62,14 @@ __all__ = [
     "StainNormalizer",
     "ValidateRGB",
     "ValidateRGBd",
+    "LoadRenogram",
+    "DropEarlyFrames",
+    "FuseFrames",
+    "SelectFrames",
+    "PseudoColour",
+    "LoadRenogramd",
+    "DropEarlyFramesd",
+    "FuseFramesd",
+    "SelectFramesd",
+    "PseudoColourd",
 ]

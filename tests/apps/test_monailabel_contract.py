@@ -30,6 +30,12 @@ BUNDLES = sorted(b for b in os.listdir(BUNDLES_DIR) if os.path.isdir(os.path.joi
 EXPECTED_LABELS: dict[str, dict[str, int]] = {
     "colon_he_nuclei_imbalance_segmentation": {"neutrophil": 1, "epithelial": 2, "lymphocyte": 3, "plasma": 4,
                                                "eosinophil": 5, "connective": 6},
+    "kidney_nm_renogram_parenchyma_segmentation": {"parenchyma": 1},
+}
+#: bundles MONAI Label cannot serve, with the reason (their metadata contract is still checked)
+NOT_SERVED: dict[str, str] = {
+    "kidney_nm_renogram_parenchyma_segmentation": "input is a dynamic DICOM NM study with frame timing (drop the "
+    "first minute by time, fuse frames), not the single image MONAI Label hands to a bundle; use `lesionlab infer`",
 }
 #: test image shape per bundle when the default rule below does not fit its preprocessing
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {}
@@ -70,6 +76,8 @@ def bundle_copy(request, tmp_path_factory):
     from monai.bundle import ConfigParser
 
     name = request.param
+    if name in NOT_SERVED:
+        pytest.skip(NOT_SERVED[name])
     root = copy_bundle(name, str(tmp_path_factory.mktemp("ml") / name))
     parser = ConfigParser()
     parser.read_config(os.path.join(root, "configs", "inference.json"))

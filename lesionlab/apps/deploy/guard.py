@@ -76,7 +76,7 @@ ALLOWED_CHAINS = frozenset({
     "lesionlab.apps.figures.plot_engine_confusion_matrix", "lesionlab.pipelines.nuclei_data.class_names",
 })
 #: methods an expression may call on a config reference (``@evaluator.run()``, ``@network_def.to(@device)``...)
-ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval", "split"})
+ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval", "split", "set_trainer"})
 #: dotless ``_target_`` names (MONAI components) the bundles use
 ALLOWED_SHORT_TARGETS = frozenset({
     "Activationsd", "AsDiscreted", "AttentionUnet", "BasicUNet", "BasicUNetPlusPlus", "CacheDataset",
@@ -95,7 +95,9 @@ ALLOWED_TARGETS = frozenset({"torch.narrow", "lesionlab.data.validation.load_che
                              "lesionlab.pipelines.per_case.run_each_case",
                              "lesionlab.pipelines.nuclei_data.nuclei_class_shares",
                              "lesionlab.pipelines.nuclei_data.nuclei_split",
-                             "lesionlab.pipelines.imbalance_losses.build_imbalance_loss"})
+                             "lesionlab.pipelines.imbalance_losses.build_imbalance_loss",
+                             "lesionlab.pipelines.renogram.renogram_inference_items",
+                             "monai.data.load_decathlon_datalist", "monai.handlers.stopping_fn_from_metric"})
 #: modules whose CamelCase classes may be ``_target_`` (and ``writer``/``reader`` class paths)
 ALLOWED_TARGET_MODULES = frozenset({
     "lesionlab.networks.nets", "lesionlab.networks.utils", "lesionlab.transforms", "lesionlab.pipelines.inferers",
@@ -106,7 +108,7 @@ ALLOWED_TARGET_MODULES = frozenset({
     "torch.optim", "torch.optim.lr_scheduler", "torch.nn",
     "lesionlab.data.mixup", "lesionlab.apps.classification", "ignite.metrics",
     "lesionlab.data.nuclei", "lesionlab.pipelines.nuclei_metrics", "lesionlab.pipelines.two_stage",
-    "lesionlab.pipelines.imbalance_losses",
+    "lesionlab.pipelines.imbalance_losses", "lesionlab.pipelines.renogram", "lesionlab.networks.nets.deeplabv3plus",
 })
 #: string arguments that MONAI turns into a class by its dotted path
 _CLASS_PATH_KEYS = ("writer", "reader")

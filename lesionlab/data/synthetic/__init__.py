@@ -4,6 +4,7 @@
 - ``atlas``: ATLAS R1.1 / R2.0 layout (:func:`synth_atlas`).
 - ``isles``: ISLES 2015 SISS layout (:func:`synth_isles2015`).
 - ``nuclei``: H&E nuclei in CoNIC (:func:`synth_conic`) and MoNuSAC (:func:`synth_monusac`) formats.
+- ``renogram``: paediatric dynamic renal scintigraphy as DICOM NM with parenchyma masks (:func:`synth_renograms`).
 - ``common``: the output folder with its README and notices (:func:`prepare_output_folder`), for every generator.
 
 A new data set's generator goes in its own module here and uses :func:`prepare_output_folder`. The data are
@@ -17,15 +18,18 @@ from .brain import MNI152_NOTICE, synth_volume_pair
 from .common import prepare_output_folder
 from .isles import SYNTHETIC_ISLES_README, synth_isles2015
 from .nuclei import synth_conic, synth_monusac
+from .renogram import SYNTHETIC_RENOGRAM_README, synth_renograms
 
 __all__ = [
     "MNI152_NOTICE",
     "SYNTHETIC_ISLES_README",
     "SYNTHETIC_README",
+    "SYNTHETIC_RENOGRAM_README",
     "prepare_output_folder",
     "synth_atlas",
     "synth_conic",
     "synth_isles2015",
     "synth_monusac",
+    "synth_renograms",
     "synth_volume_pair",
 ]

@@ -17,6 +17,7 @@ from .dunet_encoder import DUNetEncoder
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
 from .residual_attention import CoarseResidualLearning
+from .vgg import VGG16_CHANNELS, VGG16_CONVS, vgg_encoder_stages, vgg_stage
 
 __all__ = [
     "FactorizedConv",
@@ -38,4 +39,8 @@ __all__ = [
     "MultiScaleConv",
     "CoarseResidualLearning",
     "DUNetEncoder",
+    "VGG16_CHANNELS",
+    "VGG16_CONVS",
+    "vgg_stage",
+    "vgg_encoder_stages",
 ]

@@ -1,0 +1,39 @@
+"""``lesionlab experiments renogram``: row sizes and the table layout (no training here; the bundle tests train)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lesionlab.apps.renogram import TABLE, _markdown, _size_overrides, is_renogram_bundle
+from lesionlab.errors import LesionlabError
+
+
+def _row(name):
+    return next(r for r in TABLE["rows"] if r.name == name)
+
+
+def test_size_overrides_keep_the_paper_grid():
+    assert _size_overrides(_row("Our (3x3 patches)"), 96)["network_def#patch_size"] == 32  # 3 x 3 tokens
+    assert _size_overrides(_row("Our (16-pixel patches)"), 96)["network_def#patch_size"] == 16
+    assert _size_overrides(_row("U-Net"), 96) == {"spatial_size": [96, 96]}  # no Transformer ids for baselines
+    with pytest.raises(LesionlabError):
+        _size_overrides(_row("Our (16-pixel patches)"), 40)
+
+
+def test_table_has_paper_columns_protocol_and_p_values():
+    cases = [{"case": f"s{i}", "dsc": d, "precision": 0.9, "recall": 0.8, "accuracy": 0.97, "jaccard": 0.7}
+             for i, d in enumerate((0.8, 0.9))]
+    res = {"params": 1234, "cases": cases, "summary": {"dsc_global": 0.85}}
+    text = _markdown({"Our (3x3 patches)": res, "U-Net": res}, {"U-Net": 0.5}, 25, True, 30, 10)
+    assert "Protocol:" in text and "30 training / 10 test images" in text and "at most 25 epochs" in text
+    assert "| Our (3x3 patches) | 0.8500 ± 0.071 | 0.9000 | 0.8000 | 0.9700 | 0.7000 | 0.8500 | ref. | 1,234 |" in text
+    assert "0.95066 / 0.95685 / 0.95592" in text  # the paper's Table 2 row
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    for line in text.splitlines():
+        if line.startswith("| ") and "---" not in line:
+            assert line.count("|") == header.count("|"), line
+
+
+def test_renogram_bundle_is_recognised():
+    assert is_renogram_bundle("kidney_nm_renogram_parenchyma_segmentation")
+    assert not is_renogram_bundle("brain_mri_dunet_stroke_segmentation")
