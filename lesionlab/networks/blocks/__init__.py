@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .attention import CBAM, ChannelAttention, SpatialAttention
 from .conv_blocks import DoubleConv, UpConv
 from .dimension_fusion import (
     AddFusion,
@@ -13,10 +14,15 @@ from .dimension_fusion import (
     SqueezeExcitation,
 )
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
+from .pyramid_pooling import PyramidPooling
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
 from .residual_attention import CoarseResidualLearning
 
 __all__ = [
+    "CBAM",
+    "ChannelAttention",
+    "SpatialAttention",
+    "PyramidPooling",
     "DoubleConv",
     "UpConv",
     "DimensionTransform",
