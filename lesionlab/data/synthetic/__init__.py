@@ -3,6 +3,7 @@
 - ``brain``: synthetic brains from the MNI152 template (shared by the stroke writers) and a toy in-memory volume pair.
 - ``atlas``: ATLAS R1.1 / R2.0 layout (:func:`synth_atlas`).
 - ``isles``: ISLES 2015 SISS layout (:func:`synth_isles2015`).
+- ``hubmap``: PAS-like kidney slides in the HuBMAP "Hacking the Kidney" layout (:func:`synth_hubmap`).
 - ``common``: the output folder with its README and notices (:func:`prepare_output_folder`), for every generator.
 
 A new data set's generator goes in its own module here and uses :func:`prepare_output_folder`. The data are
@@ -14,14 +15,17 @@ from __future__ import annotations
 from .atlas import SYNTHETIC_README, synth_atlas
 from .brain import MNI152_NOTICE, synth_volume_pair
 from .common import prepare_output_folder
+from .hubmap import SYNTHETIC_HUBMAP_README, synth_hubmap
 from .isles import SYNTHETIC_ISLES_README, synth_isles2015
 
 __all__ = [
     "MNI152_NOTICE",
+    "SYNTHETIC_HUBMAP_README",
     "SYNTHETIC_ISLES_README",
     "SYNTHETIC_README",
     "prepare_output_folder",
     "synth_atlas",
+    "synth_hubmap",
     "synth_isles2015",
     "synth_volume_pair",
 ]
