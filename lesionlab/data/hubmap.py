@@ -35,6 +35,7 @@ __all__ = [
     "rle_encode_columns",
     "runs_to_string",
     "read_train_csv",
+    "allow_long_csv_fields",
     "read_polygons",
     "rasterize_polygons",
     "HubmapSlide",
@@ -148,9 +149,16 @@ def rle_encode_columns(read_columns: Callable[[int, int], np.ndarray], shape: tu
     return runs_to_string(np.concatenate(chunks) if chunks else np.zeros((0, 2), np.int64))
 
 
+def allow_long_csv_fields() -> None:
+    """Let the csv module read RLE fields of any length (a whole-slide RLE runs to megabytes; the default cap is
+    128 kB)."""
+    csv.field_size_limit(2**31 - 1)
+
+
 def read_train_csv(path: str | os.PathLike) -> dict[str, str]:
     """``{slide id: rle}`` from a competition ``train.csv`` (``id,encoding``) or a submission (``id,predicted``)."""
     path = os.fspath(path)
+    allow_long_csv_fields()
     if not os.path.isfile(path):
         raise DataError(path, "mask csv not found")
     try:

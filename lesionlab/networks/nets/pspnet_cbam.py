@@ -109,7 +109,7 @@ class PSPNetCBAM(nn.Module):
     only, dropped by export) accounts for 2,360,322 of each count.
 
     Deviations: the 7x7 stem of the thesis text (torchvision ResNet-50 "V1b"), not MMSeg's deep "V1c" stem; batch
-    norm throughout (no SyncBN); Kaiming initialisation for all convolutions (Table 4.4), optionally followed by a
+    norm throughout (no SyncBN); Kaiming initialisation for all convolutions (Table 4.4) except the two 1x1 classifiers (normal, std 0.01), optionally followed by a
     local ImageNet ResNet-50 state dict (``backbone_weights``; nothing is ever downloaded).
 
     Input: ``(B, in_channels, *spatial)`` RGB tiles (256 x 256 in the paper), any size >= 32 per axis; the logits are
@@ -225,6 +225,12 @@ class PSPNetCBAM(nn.Module):
             elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        # classifiers start near zero logits (normal std 0.01, as PSPNet/MMSeg heads): Kaiming fan-out on a 1x1
+        # classifier gives logits of tens and an initial loss far above log(2)
+        for head in (self.classifier, self.aux_head):
+            if head is not None:
+                nn.init.normal_(head[-1].weight, std=0.01)
+                nn.init.zeros_(head[-1].bias)
 
     def _upsample(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
         return F.interpolate(x, size=size, mode=self.mode, align_corners=False)
