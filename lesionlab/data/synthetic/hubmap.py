@@ -181,6 +181,7 @@ def synth_hubmap(
     channel_first: bool = False,
     polygons: bool = True,
     progress: bool = False,
+    compression: str | None = "zlib",
 ) -> list[str]:
     """Write ``n_slides`` synthetic PAS-like slides, ``train.csv`` and polygon JSONs in the HuBMAP layout.
 
@@ -195,6 +196,7 @@ def synth_hubmap(
         channel_first: write the last slide as a flat channel-first (3, H, W) TIFF, like some competition files.
         polygons: also write ``train/<id>.json``.
         progress: show a progress bar.
+        compression: TIFF tile compression (``"jpeg"`` needs imagecodecs; much smaller benchmark slides).
 
     Returns:
         the slide paths.
@@ -225,7 +227,8 @@ def synth_hubmap(
                                  resolutionunit="CENTIMETER", compression="zlib")
         else:
             write_pyramidal_tiff(path, lambda lv, y, x, h, w, s=slide: s.render(2.0**lv, y, x, h, w), (H, W),
-                                 n_levels=n_levels, tile=tile, mpp=mpp, progress=lambda n: bar.update(1))
+                                 n_levels=n_levels, tile=tile, mpp=mpp, compression=compression,
+                                 progress=lambda n: bar.update(1))
         bar.close()
         rle = rle_encode_columns(lambda x, w, s=slide: s.mask(1.0, 0, x, H, w), (H, W), strip=1024)
         rows.append((sid, rle))
