@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lesionlab.apps.bundle import copy_bundle, export_torchscript, run_bundle
+from lesionlab.apps.bundle import copy_bundle, export_torchscript, run_bundle, set_config_values
 from lesionlab.apps.cli import main as cli
 from lesionlab.data.synthetic import synth_hubmap
 from lesionlab.data.tiles import tile_hubmap
@@ -51,6 +51,7 @@ def trained(data, tmp_path_factory):
            "--dataset_dir", os.path.join(data, "tiles"), *_cli_args({**TINY, **TRAIN})]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    set_config_values(root, TINY)  # the tiny network for the later export / inference configs too
     return root
 
 
@@ -108,9 +109,9 @@ def test_inference_on_tiles_eager_and_torchscript(trained, data, tmp_path):
 
             run("evaluating", config_file=[os.path.join(trained, "configs", "inference.json"),
                                            os.path.join(trained, "configs", "inference_ts.json")],
-                bundle_root=trained, datalist=paths, output_dir=out, **TINY)
+                bundle_root=trained, datalist=paths, output_dir=out)  # TINY is in the configs (fixture)
         else:
-            run_bundle(trained, "infer", datalist=paths, output_dir=out, **TINY)
+            run_bundle(trained, "infer", datalist=paths, output_dir=out)
         files = sorted(os.listdir(out))
         assert files == [n.replace(".png", "_glomeruli.png") for n in images]
         outs[form] = [np.asarray(Image.open(os.path.join(out, f))) for f in files]
