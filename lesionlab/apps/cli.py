@@ -66,7 +66,8 @@ def _cmd_synth_hubmap(args: argparse.Namespace) -> int:
     paths = synth_hubmap(args.out, n_slides=args.n, shape=tuple(args.shape), seed=args.seed, mpp=args.mpp,
                          channel_first=args.channel_first, progress=not args.quiet,
                          compression=args.compression if args.compression != "none" else None)
-    print(f"wrote {len(paths)} synthetic PAS-like slides ({args.shape[0]} x {args.shape[1]}) and train.csv to {args.out}")
+    print(f"wrote {len(paths)} synthetic PAS-like slides ({args.shape[0]} x {args.shape[1]}) and train.csv "
+          f"to {args.out}")
     return 0
 
 
@@ -86,6 +87,17 @@ def _cmd_wsi(args: argparse.Namespace) -> int:
                    overrides=_parse_overrides(args.set), patch=args.patch, overlap=args.overlap,
                    min_tissue=args.min_tissue, batch_size=args.batch_size, outputs=args.outputs,
                    progress=not args.quiet)
+    return 0
+
+
+def _cmd_experiments_glomeruli(args: argparse.Namespace) -> int:
+    from lesionlab.apps.experiments_glomeruli import run_glomeruli_ablation
+
+    paths = run_glomeruli_ablation(args.datalist, args.workdir, iterations=args.iterations, batch_size=args.batch_size,
+                                   quick=args.quick, extra=_parse_overrides(args.set))
+    print(open(paths["table"]).read())
+    for k, v in paths.items():
+        print(f"{k:8s} {v}")
     return 0
 
 
@@ -198,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--full-width", action="store_true", help="train the paper's full-width D-UNet (slower)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--task", choices=["stroke", "glomeruli"], default="stroke",
-                   help="stroke (D-UNet, default) or glomeruli (CBAM-PSPNet on synthetic PAS slides, whole-slide output)")
+                   help="stroke (D-UNet, default) or glomeruli (CBAM-PSPNet on synthetic PAS slides, whole slides)")
     d.add_argument("--iterations", type=int, default=300, help="glomeruli: training iterations (default: 300)")
     d.set_defaults(func=_cmd_demo)
 
@@ -298,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
+
+    xg = xsub.add_parser("glomeruli", help="glomerulus thesis (seed 000): Table 4.5, CE vs CE+Dice x CBAM off/on")
+    xg.add_argument("--datalist", required=True, help="tile datalist JSON from `lesionlab tile hubmap`")
+    xg.add_argument("--iterations", type=int, default=24000, help="training iterations per row (thesis: 24000)")
+    xg.add_argument("--batch-size", type=int, default=8, help="batch size (thesis: 8)")
+    xg.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    xg.add_argument("--quick", action="store_true", help="reduced network at 512 -> 128 tiles for CPU smoke runs")
+    xg.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
+    xg.set_defaults(func=_cmd_experiments_glomeruli)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")

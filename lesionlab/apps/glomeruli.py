@@ -97,7 +97,8 @@ def _overlay_figure(slide_path: str, truth_rle: str | None, pred_rle: str, histo
         step = max(1, int(np.ceil(max(H, W) / 1500)))
         lvl = slide.best_level(step)
         ds = slide.levels[lvl].downsample
-        thumb = slide.read_region(lvl, 0, 0, *slide.levels[lvl].shape)[:: max(1, int(step / ds)), :: max(1, int(step / ds))]
+        sub = max(1, int(step / ds))
+        thumb = slide.read_region(lvl, 0, 0, *slide.levels[lvl].shape)[::sub, ::sub]
     img = thumb.astype(np.float32) / 255.0
     for rle, colour in ((truth_rle, (0.1, 0.8, 0.1)), (pred_rle, (0.9, 0.0, 0.9))):
         if rle is None:
@@ -173,16 +174,19 @@ def run_glomeruli_demo(workdir: str = "demo_glomeruli", n_slides: int = 4, slide
     t_mask, p_mask = rle_decode(truth, shape), rle_decode(pred, shape)
     slide_dice = float(2 * (t_mask & p_mask).sum() / max(t_mask.sum() + p_mask.sum(), 1))
     glom = scores["per_class"]["glomerulus"]
+    with open(os.path.join(raw, "train", f"{val_slides[0]}.json")) as f:
+        n_true = len(json.load(f)["features"])
     fig = _overlay_figure(slide_path, truth, pred, os.path.join(eval_dir, "history.json"),
                           os.path.join(workdir, "demo_figure.png"),
-                          f"CBAM-PSPNet demo (synthetic): tile Dice {glom['Dice']:.3f}, whole-slide Dice {slide_dice:.3f}")
+                          f"CBAM-PSPNet demo (synthetic): tile Dice {glom['Dice']:.3f}, "
+                          f"whole-slide Dice {slide_dice:.3f}")
     result = {
         "wall_time_s": round(time.time() - t0, 1), "train_time_s": round(t_train, 1), "iterations": iterations,
         "network": "paper size" if full_size else DEMO_NETWORK,
         "validation_tiles": {"mIoU": scores["mIoU"], "mDice": scores["mDice"], "aAcc": scores["aAcc"],
                              "glomerulus_IoU": glom["IoU"], "glomerulus_Dice": glom["Dice"]},
         "whole_slide": {"id": val_slides[0], "dice": slide_dice, "glomeruli_predicted": summary["glomeruli"],
-                        "glomeruli_true": len(json.load(open(os.path.join(raw, "train", f"{val_slides[0]}.json")))["features"])},
+                        "glomeruli_true": n_true},
         "paths": {"bundle": bundle_root, "scores": os.path.join(eval_dir, "scores.md"),
                   "confusion_matrix": os.path.join(eval_dir, "confusion_matrix.png"), "wsi": wsi_dir,
                   "figure_png": fig, "tensorboard": os.path.join(eval_dir, "tensorboard")},

@@ -249,7 +249,8 @@ def find_hubmap_slides(root: str | os.PathLike, split: str = "train", require_ma
         if require_masks and stem not in masks:
             raise DataError(os.path.join(folder, name), f"slide has no row in {csv_path}")
         poly = os.path.join(folder, stem + ".json")
-        slides.append(HubmapSlide(stem, os.path.join(folder, name), masks.get(stem), poly if os.path.isfile(poly) else None))
+        poly_path = poly if os.path.isfile(poly) else None
+        slides.append(HubmapSlide(stem, os.path.join(folder, name), masks.get(stem), poly_path))
     if not slides:
         raise DataError(folder, "no .tiff slides found")
     return slides

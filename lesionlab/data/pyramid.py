@@ -92,7 +92,8 @@ def write_pyramidal_tiff(
                      tile=(tile, tile), subifds=n_levels - 1, photometric=photometric, compression=compression,
                      metadata=meta if ome else None, **kw)
             for level in range(1, n_levels):
-                lkw = {"resolution": (kw["resolution"][0] / 2**level,) * 2, "resolutionunit": "CENTIMETER"} if kw else {}
+                res = (kw["resolution"][0] / 2**level,) * 2 if kw else None
+                lkw = {"resolution": res, "resolutionunit": "CENTIMETER"} if kw else {}
                 tw.write(tiles(level), shape=shapes[level] + ((channels,) if channels == 3 else ()),
                          dtype=np.uint8, tile=(tile, tile), subfiletype=1, photometric=photometric,
                          compression=compression, **lkw)

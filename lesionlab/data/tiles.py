@@ -28,7 +28,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lesionlab.data.hubmap import find_hubmap_slides, iter_windows, rasterize_polygons, read_polygons, rle_decode_region, rle_runs
+from lesionlab.data.hubmap import (
+    find_hubmap_slides,
+    iter_windows,
+    rasterize_polygons,
+    read_polygons,
+    rle_decode_region,
+    rle_runs,
+)
 from lesionlab.data.slides import open_slide
 from lesionlab.errors import DataError
 from lesionlab.utils import atomic_path, atomic_write_text

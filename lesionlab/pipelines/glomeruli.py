@@ -64,7 +64,8 @@ class PSPNetLoss(nn.Module):
         if lambda_dice < 0 or aux_weight < 0 or ramp_iterations < 0:
             raise ValueError(f"weights and ramp must be >= 0, got lambda_dice={lambda_dice}, "
                              f"aux_weight={aux_weight}, ramp_iterations={ramp_iterations}")
-        self.lambda_dice, self.aux_weight, self.ramp_iterations = float(lambda_dice), float(aux_weight), int(ramp_iterations)
+        self.lambda_dice, self.aux_weight = float(lambda_dice), float(aux_weight)
+        self.ramp_iterations = int(ramp_iterations)
         self.iteration = 0
         self.ce = nn.CrossEntropyLoss()
         self.dice = DiceLoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)
@@ -188,7 +189,8 @@ class ConfusionScore(ConfusionMatrixScores):
     def compute(self) -> float:  # type: ignore[override]
         scores = super().compute()
         if self.score not in scores:
-            raise KeyError(f"unknown score {self.score!r}; available: {sorted(k for k in scores if k != 'confusion_matrix')}")
+            known = sorted(k for k in scores if k != "confusion_matrix")
+            raise KeyError(f"unknown score {self.score!r}; available: {known}")
         return float(scores[self.score])
 
 
@@ -202,6 +204,10 @@ def scores_markdown(scores: dict, title: str = "Evaluation") -> str:
         lines.append(f"| {name} | " + " | ".join(f"{100 * row[k]:.2f}" for k in ("IoU", "Dice", "Precision", "Recall",
                                                                               "Fscore")) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _nan_to_none(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 class ConfusionReportHandler:
@@ -227,7 +233,7 @@ class ConfusionReportHandler:
         scores["confusion_matrix"] = cm.tolist()
         os.makedirs(self.output_dir, exist_ok=True)
         atomic_write_text(os.path.join(self.output_dir, "scores.json"),
-                          json.dumps(scores, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
+                          json.dumps(scores, indent=2, default=_nan_to_none))
         atomic_write_text(os.path.join(self.output_dir, "scores.md"), scores_markdown(scores, self.title))
         if self.plot is not None:
             self.plot(cm, self.class_names, os.path.join(self.output_dir, "confusion_matrix.png"), title=self.title)

@@ -5,8 +5,8 @@ resolution mask in memory:
 
 1. **Patches** of ``patch`` x ``patch`` level-0 pixels (1024, the training tile) on a grid with ``overlap`` are read
    lazily (:func:`lesionlab.data.slides.open_slide`), row by row, by a background reader thread, so reading
-   overlaps with the network. Patches with less than ``min_tissue`` tissue (:func:`lesionlab.data.tiles.tissue_fraction`)
-   skip the network and count as background.
+   overlaps with the network. Patches with less than ``min_tissue`` tissue
+   (:func:`lesionlab.data.tiles.tissue_fraction`) skip the network and count as background.
 2. Each patch is area-resized to ``network_size`` (256: the training scale), normalised, segmented; the glomerulus
    probability is **blended** at that prediction scale (MONAI's Gaussian importance map) into an accumulator covering
    one row of patches. Rows that no later patch touches are final and go to an on-disk probability map (uint8,
@@ -107,7 +107,8 @@ def _objects(prob: ProbabilityMap, threshold: float, mpp: float | None) -> list[
     for i, sl in enumerate(ndimage.find_objects(labels)):
         if sl is None:
             continue
-        ys, xs = slice(max(sl[0].start * 2 - 2, 0), sl[0].stop * 2 + 2), slice(max(sl[1].start * 2 - 2, 0), sl[1].stop * 2 + 2)
+        ys = slice(max(sl[0].start * 2 - 2, 0), sl[0].stop * 2 + 2)
+        xs = slice(max(sl[1].start * 2 - 2, 0), sl[1].stop * 2 + 2)
         crop = np.asarray(prob.data[ys, xs], dtype=np.float32)
         own = np.repeat(np.repeat(labels[ys.start // 2:(ys.stop + 1) // 2, xs.start // 2:(xs.stop + 1) // 2] == i + 1,
                                   2, 0), 2, 1)[:crop.shape[0], :crop.shape[1]]

@@ -31,5 +31,6 @@ def test_training_learns(tmp_path, seed):
                warmup_iterations=5, batch_size=4, crop_size=[128, 128], seed=seed, progress=False)
     hist = json.load(open(os.path.join(root, "eval", "history.json")))["epochs"]
     dice = hist[-1]["Dice_glomerulus"]
-    print(f"seed {seed}: glomerulus Dice after 100 iterations {dice:.3f} (history {[h['Dice_glomerulus'] for h in hist]})")
+    curve = [round(h["Dice_glomerulus"], 3) for h in hist]
+    print(f"seed {seed}: glomerulus Dice after 100 iterations {dice:.3f} (history {curve})")
     assert dice > FLOOR

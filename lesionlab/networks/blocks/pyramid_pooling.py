@@ -52,7 +52,8 @@ class PyramidPooling(nn.Module):
 
     For each bin ``s``: :class:`AdaptiveAvgPool` ``(s) -> 1x1 conv (in_channels -> channels) + norm + act ->
     upsample`` to the input size (linear interpolation, ``align_corners=False``); the output is
-    ``concat(x, branch_1, ..., branch_N)`` with ``in_channels + len(bins) * channels`` channels (eq. 2-25; 2048 + 4 x 512 = 4096 in the paper).
+    ``concat(x, branch_1, ..., branch_N)`` with ``in_channels + len(bins) * channels`` channels (eq. 2-25;
+    2048 + 4 x 512 = 4096 in the paper).
 
     Args:
         spatial_dims: 1, 2 or 3.

@@ -105,12 +105,13 @@ class PSPNetCBAM(nn.Module):
     CBAM-PSPNet               51,316,424    57,805,512
     ========================  ============  ============
 
-    CBAM adds 2,373,252 parameters (6 x 132,260 in stage 3, 3 x 526,564 in stage 4); the auxiliary head (training
-    only, dropped by export) accounts for 2,360,322 of each count.
+    CBAM adds 2,373,252 parameters (6 x 132,260 in stage 3, 3 x 526,564 in stage 4); the auxiliary head (used in
+    training mode only) accounts for 2,360,322 of each count.
 
     Deviations: the 7x7 stem of the thesis text (torchvision ResNet-50 "V1b"), not MMSeg's deep "V1c" stem; batch
-    norm throughout (no SyncBN); Kaiming initialisation for all convolutions (Table 4.4) except the two 1x1 classifiers (normal, std 0.01), optionally followed by a
-    local ImageNet ResNet-50 state dict (``backbone_weights``; nothing is ever downloaded).
+    norm throughout (no SyncBN); Kaiming initialisation for all convolutions (Table 4.4) except the two 1x1
+    classifiers (normal, std 0.01), optionally followed by a local ImageNet ResNet-50 state dict
+    (``backbone_weights``; nothing is ever downloaded).
 
     Input: ``(B, in_channels, *spatial)`` RGB tiles (256 x 256 in the paper), any size >= 32 per axis; the logits are
     resized to the input size, so sizes need not be multiples of 8. Training needs a batch of 2 or more: the 1x1
@@ -274,7 +275,8 @@ def load_resnet50_weights(net: PSPNetCBAM, path: str | os.PathLike) -> list[str]
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     own = net.state_dict()
-    backbone = {k: v for k, v in state.items() if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")}
+    stems = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+    backbone = {k: v for k, v in state.items() if k.split(".")[0] in stems}
     wrong = [k for k, v in backbone.items() if k not in own or own[k].shape != v.shape]
     if wrong:
         raise ValueError(f"{path}: {len(wrong)} backbone tensors do not fit this network, e.g. {wrong[:3]}")

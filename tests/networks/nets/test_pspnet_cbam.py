@@ -33,7 +33,7 @@ def test_cbam_in_every_stage3_and_stage4_bottleneck():
 
 
 def test_output_stride_8_and_dilations():
-    """Stage shapes of §3.1.1 for a 256 x 256 input: 64, 32, 32, 32 with dilations 1, 1, 2, 4 (first block: previous)."""
+    """Stage shapes of §3.1.1 for a 256 x 256 input: 64, 32, 32, 32; dilations 1, 1, 2, 4 (first block: previous)."""
     net = PSPNetCBAM(2, 3, 2, layers=(1, 1, 2, 2), width=8).eval()
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
