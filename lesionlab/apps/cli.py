@@ -102,7 +102,7 @@ def _cmd_experiments_glomeruli(args: argparse.Namespace) -> int:
 
 
 def _cmd_datalist(args: argparse.Namespace) -> int:
-    from lesionlab.pipelines.datalist import build_datalist, build_isles_datalist
+    from lesionlab.data.datalist import build_datalist, build_isles_datalist
 
     if args.dataset == "isles2015":
         folds = args.folds or 5
@@ -157,7 +157,7 @@ def _cmd_synth_dicom(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_archive(args: argparse.Namespace) -> int:
-    from lesionlab.apps.export import export_bundle, parse_overrides
+    from lesionlab.apps.deploy import export_bundle, parse_overrides
 
     m = export_bundle(args.bundle, args.out, ckpt=args.ckpt, random_weights=args.random_weights,
                       overrides=parse_overrides(args.set))
@@ -170,7 +170,7 @@ def _cmd_export_archive(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
-    from lesionlab.apps.export import verify_bundle
+    from lesionlab.apps.deploy import verify_bundle
     from lesionlab.utils import atomic_write_text
 
     report = verify_bundle(args.bundle, strict_code=args.strict)
@@ -181,7 +181,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from lesionlab.apps.export import infer_bundle, parse_overrides
+    from lesionlab.apps.deploy import infer_bundle, parse_overrides
 
     s = infer_bundle(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
                      overrides=parse_overrides(args.set), series_uid=args.series_uid)
@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("bundle")
     e.set_defaults(func=_cmd_export)
 
-    ex = sub.add_parser("export", help="write a self-contained deployment archive (weights, TorchScript, ONNX, manifest)")
+    ex = sub.add_parser("export",
+                        help="write a self-contained deployment archive (weights, TorchScript, ONNX, manifest)")
     ex.add_argument("bundle", help="bundle folder or name of a project bundle")
     ex.add_argument("--out", required=True, help="archive to write (.zip)")
     ex.add_argument("--ckpt", help="trained weights (default: the bundle's models/model.pt)")

@@ -16,7 +16,15 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Randomizable, Resize, SpatialCrop, Transform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["NeighbourSliceStack", "InPlaneCropResize", "RandSlice25D", "MergeMasks", "DEFAULT_OFFSETS"]
+__all__ = [
+    "NeighbourSliceStack",
+    "InPlaneCropResize",
+    "RandSlice25D",
+    "MergeMasks",
+    "ValidateVolume",
+    "DEFAULT_OFFSETS",
+    "stack_slices",
+]
 
 DEFAULT_OFFSETS: tuple[int, ...] = (-2, -1, 0, 1)
 
@@ -235,5 +243,3 @@ class ValidateVolume(Transform):
                             self.name_of(reference), tol=self.tol)
         return img
 
-
-__all__ += ["ValidateVolume"]

@@ -8,9 +8,9 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import InvertibleTransform, MapTransform, Randomizable
 from monai.utils import ensure_tuple_rep
 
-from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D
+from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D, ValidateVolume
 
-__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd"]
+__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd", "ValidateVolumed"]
 
 
 class NeighbourSliceStackd(MapTransform):
@@ -119,9 +119,6 @@ class MergeMasksd(MapTransform):
         return d
 
 
-from .array import ValidateVolume  # noqa: E402  (appended together with ValidateVolumed)
-
-
 class ValidateVolumed(MapTransform):
     """Dictionary version of :class:`~lesionlab.transforms.array.ValidateVolume`.
 
@@ -166,5 +163,3 @@ class ValidateVolumed(MapTransform):
             else:
                 self.image_check(d[key])
         return d
-
-__all__ += ["ValidateVolumed"]

@@ -13,6 +13,7 @@ from .dimension_fusion import (
     SEAddFusion,
     SqueezeExcitation,
 )
+from .dunet_encoder import DUNetEncoder
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
 from .pyramid_pooling import PyramidPooling
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
@@ -39,4 +40,5 @@ __all__ = [
     "MultiScaleDeconvUpsample",
     "MultiScaleConv",
     "CoarseResidualLearning",
+    "DUNetEncoder",
 ]
