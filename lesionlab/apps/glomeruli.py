@@ -93,8 +93,8 @@ def _overlay_figure(slide_path: str, truth_rle: str | None, pred_rle: str, histo
     from lesionlab.utils import atomic_path
 
     with open_slide(slide_path) as slide:
-        H, W = slide.shape
-        step = max(1, int(np.ceil(max(H, W) / 1500)))
+        height, width = slide.shape
+        step = max(1, int(np.ceil(max(height, width) / 1500)))
         lvl = slide.best_level(step)
         ds = slide.levels[lvl].downsample
         sub = max(1, int(step / ds))
@@ -103,7 +103,7 @@ def _overlay_figure(slide_path: str, truth_rle: str | None, pred_rle: str, histo
     for rle, colour in ((truth_rle, (0.1, 0.8, 0.1)), (pred_rle, (0.9, 0.0, 0.9))):
         if rle is None:
             continue
-        m = rle_decode(rle, (H, W))[::step, ::step][: img.shape[0], : img.shape[1]]
+        m = rle_decode(rle, (height, width))[::step, ::step][: img.shape[0], : img.shape[1]]
         edge = find_boundaries(m, mode="thick")
         img[edge] = colour
     hist = json.load(open(history))["epochs"] if os.path.exists(history) else []

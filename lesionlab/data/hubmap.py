@@ -104,19 +104,19 @@ def rle_decode_region(runs: np.ndarray, shape: tuple[int, int], y: int, x: int, 
 
     Only runs that touch the window's columns are visited; outside the image the window is 0.
     """
-    H, W = int(shape[0]), int(shape[1])
+    height, width = int(shape[0]), int(shape[1])
     out = np.zeros((w, h), dtype=np.uint8)  # column-major window: out[col, row]
-    x0, x1 = max(x, 0), min(x + w, W)
+    x0, x1 = max(x, 0), min(x + w, width)
     if x1 <= x0 or len(runs) == 0:
         return np.ascontiguousarray(out.T)
     starts, ends = runs[:, 0], runs[:, 0] + runs[:, 1]
-    first = np.searchsorted(ends, x0 * H, side="right")
-    last = np.searchsorted(starts, x1 * H, side="left")
+    first = np.searchsorted(ends, x0 * height, side="right")
+    last = np.searchsorted(starts, x1 * height, side="left")
     for s, e in zip(starts[first:last], ends[first:last]):
         # a run may span several columns: split it at column boundaries
-        for col in range(max(int(s) // H, x0), min((int(e) - 1) // H, x1 - 1) + 1):
-            r0 = max(int(s) - col * H, 0)
-            r1 = min(int(e) - col * H, H)
+        for col in range(max(int(s) // height, x0), min((int(e) - 1) // height, x1 - 1) + 1):
+            r0 = max(int(s) - col * height, 0)
+            r1 = min(int(e) - col * height, height)
             a, b = max(r0, y), min(r1, y + h)
             if b > a:
                 out[col - x, a - y:b - y] = 1
@@ -124,20 +124,21 @@ def rle_decode_region(runs: np.ndarray, shape: tuple[int, int], y: int, x: int, 
 
 
 def rle_encode_columns(read_columns: Callable[[int, int], np.ndarray], shape: tuple[int, int], strip: int = 256) -> str:
-    """Encode a mask delivered in column strips: ``read_columns(x, w) -> (H, w)`` mask, ``x`` stepping by ``strip``.
+    """Encode a mask delivered in column strips: ``read_columns(x, w) -> (height, w)`` mask, ``x`` stepping by
+    ``strip``.
 
     Runs that continue across a strip boundary are merged, so the result equals :func:`rle_encode` of the whole
     mask while only one strip is in memory.
     """
-    H, W = int(shape[0]), int(shape[1])
+    height, width = int(shape[0]), int(shape[1])
     chunks: list[np.ndarray] = []
     last_end = -1  # end (exclusive) of the last run so far
-    for x in range(0, W, strip):
-        w = min(strip, W - x)
+    for x in range(0, width, strip):
+        w = min(strip, width - x)
         cols = np.asarray(read_columns(x, w))
-        if cols.shape != (H, w):
-            raise ValueError(f"read_columns({x}, {w}) returned shape {cols.shape}, expected {(H, w)}")
-        runs = _runs_of_flat(cols.ravel(order="F"), offset=x * H)
+        if cols.shape != (height, w):
+            raise ValueError(f"read_columns({x}, {w}) returned shape {cols.shape}, expected {(height, w)}")
+        runs = _runs_of_flat(cols.ravel(order="F"), offset=x * height)
         if len(runs) and runs[0, 0] == last_end:  # a run continuing from the previous strip
             prev = next(c for c in reversed(chunks) if len(c))
             prev[-1, 1] += runs[0, 1]

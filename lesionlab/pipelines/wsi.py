@@ -148,7 +148,7 @@ def _append_submission(path: str, slide_id: str, rle: str) -> None:
     allow_long_csv_fields()
     if os.path.exists(path):
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f)][1:]
+            rows = list(csv.reader(f))[1:]
     rows = [r for r in rows if r and r[0] != slide_id] + [[slide_id, rle]]
     with atomic_path(path, suffix=".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -218,10 +218,10 @@ def segment_slide(
     t_start = time.perf_counter()
     timings = {"read_s": 0.0, "network_s": 0.0}
     with open_slide(slide_path) as slide:
-        H, W = slide.shape
+        height, width = slide.shape
         mpp = slide.mpp
-        prob = ProbabilityMap(os.path.join(out, f".{slide_id}_prob.npy"), (H, W), 1.0 / f)
-        windows = list(iter_windows((H, W), patch, stride))
+        prob = ProbabilityMap(os.path.join(out, f".{slide_id}_prob.npy"), (height, width), 1.0 / f)
+        windows = list(iter_windows((height, width), patch, stride))
         rows: dict[int, list[int]] = {}
         for y, x in windows:
             rows.setdefault(y, []).append(x)
@@ -275,7 +275,7 @@ def segment_slide(
             _flush(prob, acc, acc_top, network_size)
         bar.close()
         prob.data.flush()
-    summary: dict[str, Any] = {"id": slide_id, "slide": slide_path, "shape": [H, W], "mpp": mpp,
+    summary: dict[str, Any] = {"id": slide_id, "slide": slide_path, "shape": [height, width], "mpp": mpp,
                                "patches": len(windows), "tissue_patches": n_tissue, "patch": patch,
                                "overlap": overlap, "network_size": network_size, "threshold": threshold}
     try:
@@ -290,15 +290,17 @@ def segment_slide(
             atomic_write_text(files["geojson"], _geojson(objects))
         if "rle" in outputs:
             files["rle"] = os.path.join(out, "submission.csv")
-            rle = rle_encode_columns(lambda x, w: prob.mask_region(1.0, 0, x, H, w, threshold), (H, W), strip=256)
+            rle = rle_encode_columns(lambda x, w: prob.mask_region(1.0, 0, x, height, w, threshold), (height, width),
+                                     strip=256)
             _append_submission(files["rle"], slide_id, rle)
         if "ome_tiff" in outputs:
             levels = pyramid_levels or 1
-            while pyramid_levels is None and min(H, W) / 2**levels >= 2048:
+            while pyramid_levels is None and min(height, width) / 2**levels >= 2048:
                 levels += 1
             files["ome_tiff"] = os.path.join(out, f"{slide_id}_glomeruli.ome.tif")
             write_pyramidal_tiff(files["ome_tiff"], lambda lv, yy, xx, hh, ww: prob.mask_region(
-                2.0**lv, yy, xx, hh, ww, threshold) * 255, (H, W), channels=1, n_levels=levels, tile=512, mpp=mpp)
+                2.0**lv, yy, xx, hh, ww, threshold) * 255, (height, width), channels=1, n_levels=levels, tile=512,
+                mpp=mpp)
         summary["files"] = files
     finally:
         prob.close()

@@ -72,9 +72,9 @@ class SyntheticKidneySlide:
         self.shape = (int(shape[0]), int(shape[1]))
         self.seed = int(seed)
         rng = np.random.default_rng(seed)
-        H, W = self.shape
-        self.center = np.array([H * rng.uniform(0.45, 0.55), W * rng.uniform(0.45, 0.55)])
-        self.axes = np.array([H * rng.uniform(0.36, 0.44), W * rng.uniform(0.36, 0.44)])
+        height, width = self.shape
+        self.center = np.array([height * rng.uniform(0.45, 0.55), width * rng.uniform(0.45, 0.55)])
+        self.axes = np.array([height * rng.uniform(0.36, 0.44), width * rng.uniform(0.36, 0.44)])
         self.wobble = rng.uniform(0.03, 0.08, 4)
         self.phase = rng.uniform(0, 2 * np.pi, 4)
         area = np.pi * self.axes.prod()
@@ -84,7 +84,7 @@ class SyntheticKidneySlide:
             if len(circles) >= n:
                 break
             r = float(rng.uniform(*radius))
-            cy, cx = rng.uniform(0, H), rng.uniform(0, W)
+            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
             if self._tissue_level(np.array([[cy]]), np.array([[cx]]))[0, 0] > 1.0 + 2.5 * r / self.axes.min():
                 if all((cy - a) ** 2 + (cx - b) ** 2 > (r + c + 40) ** 2 for a, b, c in circles):
                     circles.append((cy, cx, r))
@@ -193,7 +193,8 @@ def synth_hubmap(
         mpp: microns per pixel recorded in the TIFFs.
         tile: TIFF tile side.
         n_levels: pyramid levels (default: halve until the smaller side is below 2,048 px).
-        channel_first: write the last slide as a flat channel-first (3, H, W) TIFF, like some competition files.
+        channel_first: write the last slide as a flat channel-first (3, H, W) TIFF, like some
+            competition files.
         polygons: also write ``train/<id>.json``.
         progress: show a progress bar.
         compression: TIFF tile compression (``"jpeg"`` needs imagecodecs; much smaller benchmark slides).
@@ -206,31 +207,31 @@ def synth_hubmap(
     out = prepare_output_folder(out_dir, SYNTHETIC_HUBMAP_README)
     folder = os.path.join(out, "train")
     os.makedirs(folder, exist_ok=True)
-    H, W = int(shape[0]), int(shape[1])
+    height, width = int(shape[0]), int(shape[1])
     if n_levels is None:
         n_levels = 1
-        while min(H, W) / 2**n_levels >= 2048:
+        while min(height, width) / 2**n_levels >= 2048:
             n_levels += 1
     rows, paths = [], []
     for i in range(n_slides):
         sid = f"synth{seed + i:05d}"
-        slide = SyntheticKidneySlide((H, W), seed=seed + i)
+        slide = SyntheticKidneySlide((height, width), seed=seed + i)
         path = os.path.join(folder, f"{sid}.tiff")
-        n_tiles = sum(-(-(H >> k) // tile) * -(-(W >> k) // tile) for k in range(n_levels))
+        n_tiles = sum(-(-(height >> k) // tile) * -(-(width >> k) // tile) for k in range(n_levels))
         bar = tqdm(total=n_tiles, desc=f"slide {sid}", disable=not progress, unit="tile")
         if channel_first and i == n_slides - 1:
             import tifffile
 
             with atomic_path(path, suffix=".tiff") as tmp:
-                tifffile.imwrite(tmp, np.moveaxis(slide.render(1.0, 0, 0, H, W), -1, 0), photometric="rgb",
+                tifffile.imwrite(tmp, np.moveaxis(slide.render(1.0, 0, 0, height, width), -1, 0), photometric="rgb",
                                  planarconfig="separate", resolution=(1e4 / mpp, 1e4 / mpp),
                                  resolutionunit="CENTIMETER", compression="zlib")
         else:
-            write_pyramidal_tiff(path, lambda lv, y, x, h, w, s=slide: s.render(2.0**lv, y, x, h, w), (H, W),
+            write_pyramidal_tiff(path, lambda lv, y, x, h, w, s=slide: s.render(2.0**lv, y, x, h, w), (height, width),
                                  n_levels=n_levels, tile=tile, mpp=mpp, compression=compression,
-                                 progress=lambda n: bar.update(1))
+                                 progress=lambda n, b=bar: b.update(1))
         bar.close()
-        rle = rle_encode_columns(lambda x, w, s=slide: s.mask(1.0, 0, x, H, w), (H, W), strip=1024)
+        rle = rle_encode_columns(lambda x, w, s=slide: s.mask(1.0, 0, x, height, w), (height, width), strip=1024)
         rows.append((sid, rle))
         if polygons:
             atomic_write_text(os.path.join(folder, f"{sid}.json"), _geojson(slide.polygons()))

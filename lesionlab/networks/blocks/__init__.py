@@ -15,8 +15,8 @@ from .dimension_fusion import (
 )
 from .dunet_encoder import DUNetEncoder
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
-from .pyramid_pooling import PyramidPooling
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
+from .pyramid_pooling import PyramidPooling
 from .residual_attention import CoarseResidualLearning
 
 __all__ = [

@@ -60,7 +60,7 @@ def test_train_mode_stacks_main_and_aux():
 
 
 def test_local_backbone_weights(tmp_path):
-    small = dict(layers=(1, 1, 1, 1), width=8, ppm_channels=8, head_channels=16, aux_channels=8)
+    small = {"layers": (1, 1, 1, 1), "width": 8, "ppm_channels": 8, "head_channels": 16, "aux_channels": 8}
     donor = PSPNetCBAM(2, 3, 2, cbam=False, **small)
     state = {k: v for k, v in donor.state_dict().items() if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer4")}
     state["fc.weight"] = torch.zeros(10, 256)  # torchvision's classifier is ignored
