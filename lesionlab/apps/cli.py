@@ -30,6 +30,11 @@ def _parse_overrides(items: Sequence[str] | None) -> dict:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.task == "glomeruli":
+        from lesionlab.apps.glomeruli import run_glomeruli_demo
+
+        run_glomeruli_demo(args.workdir, iterations=args.iterations, full_size=args.full_width, seed=args.seed)
+        return 0
     from lesionlab.apps.demo import run_demo
 
     run_demo(args.workdir, n_subjects=args.n, epochs=args.epochs, slices_per_volume=args.slices_per_volume,
@@ -68,6 +73,47 @@ def _cmd_synth_nuclei(args: argparse.Namespace) -> int:
         synth_monusac(out, patients=args.patients, images_per_patient=args.images_per_patient, seed=args.seed,
                       progress=not args.quiet)
         print(f"wrote {args.patients * args.images_per_patient} synthetic MoNuSAC images (.tif + .xml) to {out}")
+    return 0
+
+
+def _cmd_synth_hubmap(args: argparse.Namespace) -> int:
+    from lesionlab.data.synthetic import synth_hubmap
+
+    paths = synth_hubmap(args.out, n_slides=args.n, shape=tuple(args.shape), seed=args.seed, mpp=args.mpp,
+                         channel_first=args.channel_first, progress=not args.quiet,
+                         compression=args.compression if args.compression != "none" else None)
+    print(f"wrote {len(paths)} synthetic PAS-like slides ({args.shape[0]} x {args.shape[1]}) and train.csv "
+          f"to {args.out}")
+    return 0
+
+
+def _cmd_tile(args: argparse.Namespace) -> int:
+    from lesionlab.data.tiles import tile_hubmap
+
+    path = tile_hubmap(args.root, args.out, tile=args.tile, min_tissue=args.min_tissue, split=args.split,
+                       val_fraction=args.val_fraction, seed=args.seed, progress=not args.quiet)
+    print(f"wrote tiles and {path}")
+    return 0
+
+
+def _cmd_wsi(args: argparse.Namespace) -> int:
+    from lesionlab.apps.glomeruli import segment_slides
+
+    segment_slides(args.bundle, args.input, args.output, ckpt=args.ckpt, device=args.device,
+                   overrides=_parse_overrides(args.set), patch=args.patch, overlap=args.overlap,
+                   min_tissue=args.min_tissue, batch_size=args.batch_size, outputs=args.outputs,
+                   progress=not args.quiet)
+    return 0
+
+
+def _cmd_experiments_glomeruli(args: argparse.Namespace) -> int:
+    from lesionlab.apps.experiments_glomeruli import run_glomeruli_ablation
+
+    paths = run_glomeruli_ablation(args.datalist, args.workdir, iterations=args.iterations, batch_size=args.batch_size,
+                                   quick=args.quick, extra=_parse_overrides(args.set))
+    print(open(paths["table"]).read())
+    for k, v in paths.items():
+        print(f"{k:8s} {v}")
     return 0
 
 
@@ -242,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-volumes", type=int, default=1, help="volumes per optimiser step (default: 1)")
     d.add_argument("--full-width", action="store_true", help="train the paper's full-width D-UNet (slower)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--task", choices=["stroke", "glomeruli"], default="stroke",
+                   help="stroke (D-UNet, default) or glomeruli (CBAM-PSPNet on synthetic PAS slides, whole slides)")
+    d.add_argument("--iterations", type=int, default=300, help="glomeruli: training iterations (default: 300)")
     d.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("synth", help="write embedded synthetic data sets")
@@ -260,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--shape", type=int, nargs=3, default=[230, 230, 154], help="volume size (default 230 230 154)")
     si.add_argument("--quiet", action="store_true", help="no progress bar")
     si.set_defaults(func=_cmd_synth_isles)
+    sh = ssub.add_parser("hubmap", help="PAS-like kidney slides in the HuBMAP layout (pyramidal TIFF, train.csv RLE)")
+    sh.add_argument("--out", required=True, help="output folder")
+    sh.add_argument("--n", type=int, default=3, help="number of slides (default: 3)")
+    sh.add_argument("--shape", type=int, nargs=2, default=[3072, 4096], help="height width (default 3072 4096)")
+    sh.add_argument("--mpp", type=float, default=0.5, help="microns per pixel (default 0.5)")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--channel-first", action="store_true", help="write the last slide as a flat (3, H, W) TIFF")
+    sh.add_argument("--compression", choices=["zlib", "jpeg", "none"], default="zlib")
+    sh.add_argument("--quiet", action="store_true", help="no progress bar")
+    sh.set_defaults(func=_cmd_synth_hubmap)
     sd = ssub.add_parser("dicom", help="a synthetic T1 head series in scanner space (oblique, 0.94x0.94x3 mm) written "
                                        "as real DICOM files, one per slice; --toy: a small toy brain (MR or CT)")
     sd.add_argument("--out", required=True, help="output folder")
@@ -300,6 +359,36 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--skip-incomplete", action="store_true", help="warn about and skip unpaired files")
     dl.set_defaults(func=_cmd_datalist)
     glomerulus_cli.add_datalist_parser(sub)
+
+    t = sub.add_parser("tile", help="cut HuBMAP-layout slides into image/mask PNG tiles and a datalist")
+    tsub = t.add_subparsers(dest="dataset", required=True)
+    th = tsub.add_parser("hubmap", help="<root>/train/*.tiff + <root>/train.csv (RLE) or <id>.json polygons")
+    th.add_argument("--root", required=True, help="HuBMAP-layout folder")
+    th.add_argument("--out", required=True, help="output folder (images/, masks/, tiles.csv, datalist.json)")
+    th.add_argument("--tile", type=int, default=1024, help="tile side (default 1024, the thesis)")
+    th.add_argument("--min-tissue", type=float, default=0.02, help="minimum tissue fraction of a kept tile")
+    th.add_argument("--split", choices=["slide", "tile"], default="slide",
+                    help="slide (default: no slide in both sets) or tile (the thesis's random 8:2 tile split)")
+    th.add_argument("--val-fraction", type=float, default=0.2)
+    th.add_argument("--seed", type=int, default=0)
+    th.add_argument("--quiet", action="store_true", help="no progress bar")
+    th.set_defaults(func=_cmd_tile)
+
+    w = sub.add_parser("wsi", help="segment glomeruli on whole-slide images (OME-TIFF mask, HuBMAP RLE, GeoJSON)")
+    w.add_argument("bundle", help="glomerulus bundle folder (with models/model.pt) or project bundle name")
+    w.add_argument("--input", required=True, nargs="+", help="slide files (.tiff, .ome.tif, .svs, ...)")
+    w.add_argument("--output", required=True, help="output folder")
+    w.add_argument("--ckpt", help="weights (default: the bundle's models/model.pt)")
+    w.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    w.add_argument("--patch", type=int, default=1024, help="patch side in level-0 pixels (default 1024)")
+    w.add_argument("--overlap", type=float, default=0.25, help="patch overlap fraction (default 0.25)")
+    w.add_argument("--min-tissue", type=float, default=0.02, help="patches with less tissue skip the network")
+    w.add_argument("--batch-size", type=int, default=4)
+    w.add_argument("--outputs", nargs="+", choices=["ome_tiff", "rle", "geojson"],
+                   default=["ome_tiff", "rle", "geojson"])
+    w.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=_cmd_wsi)
 
     r = sub.add_parser("run", help="run a bundle: train, evaluate or infer (MONAI's bundle runner)")
     r.add_argument("mode", choices=["train", "evaluate", "infer"])
@@ -344,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     xr.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
     xr.add_argument("--rows", action="append", metavar="NAME", help="run only this row (repeatable); earlier rows kept")
     xr.set_defaults(func=_cmd_experiments_renogram)
+
+    xg = xsub.add_parser("glomeruli", help="glomerulus thesis (seed 000): Table 4.5, CE vs CE+Dice x CBAM off/on")
+    xg.add_argument("--datalist", required=True, help="tile datalist JSON from `lesionlab tile hubmap`")
+    xg.add_argument("--iterations", type=int, default=24000, help="training iterations per row (thesis: 24000)")
+    xg.add_argument("--batch-size", type=int, default=8, help="batch size (thesis: 8)")
+    xg.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    xg.add_argument("--quick", action="store_true", help="reduced network at 512 -> 128 tiles for CPU smoke runs")
+    xg.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
+    xg.set_defaults(func=_cmd_experiments_glomeruli)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")

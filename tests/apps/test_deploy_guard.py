@@ -73,7 +73,7 @@ BYPASSES = [
     ("target os.system", {"x": {"_target_": "os.system", "command": "id"}}, "os.system"),
     ("target builtin open", {"x": {"_target_": "open", "file": "/etc/passwd"}}, "builtin such as exec"),
     ("target submodule escape", {"x": {"_target_": "lesionlab.transforms.array.os.system"}}, "allow-list"),
-    ("target lower-case function", {"x": {"_target_": "monai.data.load_decathlon_datalist"}}, "allow-list"),
+    ("target lower-case function", {"x": {"_target_": "monai.apps.download_url"}}, "allow-list"),
     ("target ConfigWorkflow", {"x": {"_target_": "monai.bundle.ConfigWorkflow"}}, "allow-list"),
     ("debug mode", {"x": {"_target_": "Compose", "_mode_": "debug", "transforms": []}}, "debug"),
     ("writer class path", {"x": {"_target_": "SaveImaged", "keys": "pred", "writer": "os.system"}}, "os.system"),

@@ -73,7 +73,8 @@ ALLOWED_CHAINS = frozenset({
     "lesionlab.pipelines.finetune.finetune_setup", "lesionlab.pipelines.finetune.trainable_parameters",
     "lesionlab.pipelines.classification.class_scores_and_indices", "lesionlab.pipelines.classification.image_meta",
     "lesionlab.pipelines.classification.copy_asset_folder",
-    "lesionlab.apps.figures.plot_engine_confusion_matrix", "lesionlab.pipelines.nuclei_data.class_names",
+    "lesionlab.apps.figures.plot_engine_confusion_matrix", "lesionlab.apps.figures.plot_confusion_matrix",
+    "lesionlab.pipelines.nuclei_data.class_names",
 })
 #: methods an expression may call on a config reference (``@evaluator.run()``, ``@network_def.to(@device)``...)
 ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval", "split", "set_trainer"})
@@ -87,7 +88,8 @@ ALLOWED_SHORT_TARGETS = frozenset({
     "ScaleIntensityRanged", "SegResNet", "SimpleInferer", "SlidingWindowInferer", "Spacingd", "SpatialPadd",
     "StatsHandler", "SupervisedEvaluator", "SupervisedTrainer", "TensorBoardStatsHandler", "UNet", "ValidationHandler",
     # classification and tile bundles
-    "ClassificationSaver", "CopyItemsd", "Identityd", "RandGaussianNoised", "RandRotated", "Resized",
+    "ClassificationSaver", "CopyItemsd", "Identityd", "RandSpatialCropd", "RandZoomd", "RandGaussianNoised",
+    "RandRotated", "Resized",
     "load_decathlon_datalist",
 })
 #: dotted ``_target_`` names allowed one by one (functions)
@@ -109,6 +111,7 @@ ALLOWED_TARGET_MODULES = frozenset({
     "lesionlab.data.mixup", "lesionlab.apps.classification", "ignite.metrics",
     "lesionlab.data.nuclei", "lesionlab.pipelines.nuclei_metrics", "lesionlab.pipelines.two_stage",
     "lesionlab.pipelines.imbalance_losses", "lesionlab.pipelines.renogram", "lesionlab.networks.nets.deeplabv3plus",
+    "lesionlab.pipelines.glomeruli", "lesionlab.pipelines.confusion", "torch.utils.data",
 })
 #: string arguments that MONAI turns into a class by its dotted path
 _CLASS_PATH_KEYS = ("writer", "reader")
@@ -258,11 +261,21 @@ def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     yield prefix, node
 
 
-def scan_config(config: Any, file: str = "config") -> list[Finding]:
-    """Findings of one parsed config (a JSON/YAML document)."""
+def scan_config(config: Any, file: str = "config", base_imports: Any = None) -> list[Finding]:
+    """Findings of one parsed config (a JSON/YAML document).
+
+    ``base_imports``: the ``imports`` list of the config this one is merged over (an override such as
+    ``evaluate.json`` over ``train.json`` without its own ``imports`` uses the base's bindings); only allowed imports
+    bind names (the base file's own scan reports the others).
+    """
     findings: list[Finding] = []
     entries = list(_walk(config))
     modules: dict[str, str] = {}
+    if base_imports and not (isinstance(config, Mapping) and "imports" in config):
+        for value in base_imports if isinstance(base_imports, list) else []:
+            found = _imports(value.strip()[1:].strip()) if isinstance(value, str) and value.startswith("$") else ""
+            if isinstance(found, dict):
+                modules.update(found)
     for cid, value in entries:  # imports first: MONAI binds them for every expression of the config
         if isinstance(value, str) and re.match(r"\$\s*(import|from)\s", value):
             found = _imports(value.strip()[1:].strip())
@@ -335,6 +348,11 @@ def scan_bundle(root: str) -> list[Finding]:
     expressions in ``metadata.json``, ``logging.conf`` and custom code in ``scripts/``. Nothing is imported or run."""
     findings: list[Finding] = []
     configs = os.path.join(root, "configs")
+    train_path = os.path.join(configs, "train.json")
+    try:
+        base_imports = _load(train_path).get("imports") if os.path.isfile(train_path) else None
+    except Exception:  # noqa: BLE001 - reported below when train.json itself is scanned
+        base_imports = None
     for folder, dirs, files in os.walk(configs):
         dirs.sort()
         for name in sorted(files):
@@ -354,7 +372,7 @@ def scan_bundle(root: str) -> list[Finding]:
                 findings += [Finding(rel, cid, v, "metadata holds a $ expression (MONAI evaluates _meta_ items)")
                              for cid, v in _walk(config) if isinstance(v, str) and v.startswith("$")]
                 continue
-            findings += scan_config(config, rel)
+            findings += scan_config(config, rel, None if name in ("train.json", "inference.json") else base_imports)
     scripts = os.path.join(root, "scripts")
     for folder, dirs, files in os.walk(scripts):
         dirs.sort()

@@ -5,6 +5,7 @@
 - ``isles``: ISLES 2015 SISS layout (:func:`synth_isles2015`).
 - ``nuclei``: H&E nuclei in CoNIC (:func:`synth_conic`) and MoNuSAC (:func:`synth_monusac`) formats.
 - ``renogram``: paediatric dynamic renal scintigraphy as DICOM NM with parenchyma masks (:func:`synth_renograms`).
+- ``hubmap``: PAS-like kidney slides in the HuBMAP "Hacking the Kidney" layout (:func:`synth_hubmap`).
 - ``common``: the output folder with its README and notices (:func:`prepare_output_folder`), for every generator.
 
 A new data set's generator goes in its own module here and uses :func:`prepare_output_folder`. The data are
@@ -16,18 +17,21 @@ from __future__ import annotations
 from .atlas import SYNTHETIC_README, synth_atlas
 from .brain import MNI152_NOTICE, synth_volume_pair
 from .common import prepare_output_folder
+from .hubmap import SYNTHETIC_HUBMAP_README, synth_hubmap
 from .isles import SYNTHETIC_ISLES_README, synth_isles2015
 from .nuclei import synth_conic, synth_monusac
 from .renogram import SYNTHETIC_RENOGRAM_README, synth_renograms
 
 __all__ = [
     "MNI152_NOTICE",
+    "SYNTHETIC_HUBMAP_README",
     "SYNTHETIC_ISLES_README",
     "SYNTHETIC_README",
     "SYNTHETIC_RENOGRAM_README",
     "prepare_output_folder",
     "synth_atlas",
     "synth_conic",
+    "synth_hubmap",
     "synth_isles2015",
     "synth_monusac",
     "synth_renograms",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .asymmetric_se import FactorizedConv, ImprovedSEResBlock
+from .attention import CBAM, ChannelAttention, SpatialAttention
 from .conv_blocks import DoubleConv, UpConv
 from .dimension_fusion import (
     AddFusion,
@@ -16,12 +17,17 @@ from .dimension_fusion import (
 from .dunet_encoder import DUNetEncoder
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
+from .pyramid_pooling import PyramidPooling
 from .residual_attention import CoarseResidualLearning
 from .vgg import VGG16_CHANNELS, VGG16_CONVS, vgg_encoder_stages, vgg_stage
 
 __all__ = [
     "FactorizedConv",
     "ImprovedSEResBlock",
+    "CBAM",
+    "ChannelAttention",
+    "SpatialAttention",
+    "PyramidPooling",
     "DoubleConv",
     "UpConv",
     "DimensionTransform",
