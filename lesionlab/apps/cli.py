@@ -148,6 +148,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return int(s["exit_code"])
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    from lesionlab.apps.webapp.launch import run_app
+
+    return run_app(args.host, args.port, models=args.models or [], max_upload_mb=args.max_upload_mb,
+                   device=args.device, project_bundles=not args.no_project_bundles)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lesionlab.apps.experiments import TABLES
 
@@ -253,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
     inf.set_defaults(func=_cmd_infer)
+
+    ap = sub.add_parser("app", help="start the web app (Streamlit): single analysis and test-set evaluation")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: reachable from the LAN)")
+    ap.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    ap.add_argument("--models", action="append", metavar="DIR",
+                    help="folder of trained bundle folders or exported archives, or one of them (repeatable)")
+    ap.add_argument("--max-upload-mb", type=int, default=1024, help="largest accepted upload in MB (default 1024)")
+    ap.add_argument("--device", help="cpu, cuda or auto (default: auto)")
+    ap.add_argument("--no-project-bundles", action="store_true", help="offer only the bundles given with --models")
+    ap.set_defaults(func=_cmd_app)
     return p
 
 

@@ -16,6 +16,7 @@ Settings (environment variables, set by ``lesionlab app`` from its options):
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from lesionlab.apps.webapp.tasks import KIND_TITLES
 __all__ = ["main", "AppSettings"]
 
 FUNCTIONS = ("Single analysis", "Test-set evaluation")
+logger = logging.getLogger("lesionlab.webapp")
 
 
 @dataclass
@@ -99,10 +101,10 @@ def _sidebar(entries: list[ModelEntry]) -> tuple[str, ModelEntry | None]:
     if not kinds:
         sb.error("No bundle found. Pass a folder of trained bundles or archives with `lesionlab app --models DIR`.")
         return function, None
-    kind = sb.selectbox("Task", kinds, format_func=KIND_TITLES.get, key="task")
-    choices = [e for e in usable if e.spec.kind == kind]
-    entry = sb.selectbox("Model", choices, key="model",
-                         format_func=lambda e: e.label + ("" if e.trained else " (not trained)"))
+    titles = {KIND_TITLES[k]: k for k in kinds}
+    kind = titles[sb.selectbox("Task", list(titles), key="task")]
+    choices = {e.label + ("" if e.trained else " (not trained)"): e for e in usable if e.spec.kind == kind}
+    entry = choices.get(sb.selectbox("Model", list(choices), key="model"))
     if entry is not None:
         sb.caption(f"**{entry.spec.name}** {entry.spec.version}  \n{entry.spec.task}")
         if entry.spec.extra.get("intended_use"):
@@ -135,14 +137,21 @@ def main() -> None:
     except LesionlabError as err:
         st.error(f"The model cannot be loaded: {err}")
         return
-    if function == FUNCTIONS[0]:
-        from lesionlab.apps.webapp.page_single import single_page
+    try:
+        if function == FUNCTIONS[0]:
+            from lesionlab.apps.webapp.page_single import single_page
 
-        single_page(model, settings.max_upload_mb)
-    else:
-        from lesionlab.apps.webapp.page_evaluate import evaluation_page
+            single_page(model, settings.max_upload_mb)
+        else:
+            from lesionlab.apps.webapp.page_evaluate import evaluation_page
 
-        evaluation_page(model, settings.max_upload_mb)
+            evaluation_page(model, settings.max_upload_mb)
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line for the user, details in the log
+        if type(err).__module__.startswith("streamlit.runtime"):  # st.rerun / st.stop control flow
+            raise
+        logger.exception("web app: unexpected error")
+        st.error(f"Unexpected error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+                 "The details are in the server's log.")
     st.caption("Research software, not for clinical use. Uploaded files stay on this server's temporary folder and "
                "are deleted after each analysis.")
 

@@ -87,9 +87,10 @@ def evaluation_page(model: BundleModel, max_mb: float) -> None:
     st.write("Upload the images and their masks; they are paired by file name (`tile_01.png` with "
              "`tile_01_mask.png` or `tile_01.png`). Masks hold class indices (a binary mask may use 0/255).")
     left, right = st.columns(2)
-    images = left.file_uploader("Images", type=list(spec.upload_types), accept_multiple_files=True, key="eval_images")
-    masks = right.file_uploader("Masks", type=list(_MASK_TYPES[spec.kind]), accept_multiple_files=True,
-                                key="eval_masks")
+    images = left.file_uploader("Images (" + ", ".join("." + t for t in spec.upload_types) + ")",
+                                accept_multiple_files=True, key="eval_images")
+    masks = right.file_uploader("Masks (" + ", ".join("." + t for t in _MASK_TYPES[spec.kind]) + ")",
+                                accept_multiple_files=True, key="eval_masks")
     if not images or not masks:
         st.info("Upload at least one image and its mask, then press **Start evaluation**.")
         return

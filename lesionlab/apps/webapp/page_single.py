@@ -74,7 +74,8 @@ def _upload_widget(model: BundleModel):
     kinds = ", ".join("." + t for t in spec.upload_types)
     label = {"segmentation-3d": "Upload a volume (NIfTI, NRRD, MHA, or a DICOM series as .zip)",
              "classification": "Upload an image to classify"}.get(spec.kind, "Upload an image")
-    up = st.file_uploader(f"{label} ({kinds})", type=list(spec.upload_types), key="single_upload")
+    # no type= filter: a wrong file gets the app's own message instead of Streamlit's exception
+    up = st.file_uploader(f"{label} ({kinds})", key="single_upload")
     if spec.kind != "segmentation-3d" and st.toggle("Use the camera (phone or tablet)", key="use_camera"):
         shot = st.camera_input("Take a photo of the slide", key="camera")
         if shot is not None:
@@ -146,12 +147,14 @@ def _show_2d(model: BundleModel, result: dict) -> None:
 
 
 def _downloads(result: dict, label: np.ndarray, over: np.ndarray) -> None:
-    stem = result["name"].rsplit(".", 1)[0]
+    stem = result["name"].split(".", 1)[0]
     a, b, c = st.columns(3)
-    a.download_button("Mask (PNG)", render.png_bytes(label), f"{stem}_mask.png", "image/png")
+    if label.ndim == 2:
+        a.download_button("Mask (PNG)", render.png_bytes(label), f"{stem}_mask.png", "image/png")
     b.download_button("Mask (NIfTI)", render.nifti_bytes(label, result["spacing"], result.get("affine")),
                       f"{stem}_mask.nii.gz", "application/gzip")
-    c.download_button("Overlay (PNG)", render.png_bytes(over), f"{stem}_overlay.png", "image/png")
+    c.download_button("Overlay (PNG)" if label.ndim == 2 else "Overlay of this slice (PNG)", render.png_bytes(over),
+                      f"{stem}_overlay.png", "image/png")
 
 
 def _show_volume(model: BundleModel, result: dict) -> None:
@@ -170,7 +173,7 @@ def _show_volume(model: BundleModel, result: dict) -> None:
         n = int(np.count_nonzero(label == k))
         col.metric(f"{name} volume (mL)", f"{n * voxel / 1000:.2f}" if voxel else "n/a", help=f"{n} voxels")
     st.dataframe(render.class_areas(label, spec.class_names, voxel, "mL"), hide_index=True)
-    _downloads(result, label, over)
+    _downloads(result, label, np.flipud(over))
 
 
 def _show_class(model: BundleModel, result: dict) -> None:

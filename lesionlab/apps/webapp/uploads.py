@@ -59,7 +59,7 @@ class Workspace:
     """
 
     def __init__(self) -> None:
-        self.path = tempfile.mkdtemp(prefix="lesionlab-app-")
+        self.path = tempfile.mkdtemp(prefix="lesionlab-upload-")
 
     def __enter__(self) -> Workspace:
         return self

@@ -1,15 +1,16 @@
 """Tiny but real MONAI bundles for the web-app tests: configs, metadata and ``models/model.pt``.
 
 * :func:`make_tile_bundle`: 2D RGB tile segmentation (``segmentation-2d``), 2 classes. The network is a 1x1
-  convolution whose weights are written by hand: class 1 wins where ``10 (r - g - b) - 3 > 0`` (r, g, b in [0, 1]),
-  i.e. on saturated red pixels, so the expected mask of a synthetic image is known exactly. ``network="unet"`` builds
+  convolution whose weights are written by hand: class 1 wins where ``10 (r - g) - 3 > 0`` (r, g in [0, 1]),
+  i.e. on PAS-purple pixels and not on the pale background, so the expected mask of a synthetic image is known exactly. ``network="unet"`` builds
   a MONAI 2D UNet of realistic width (16-256 channels, seeded random weights) with a 256x256 sliding window instead,
   for timing.
 * :func:`make_crop_classifier`: RGB crop -> 4 classes (``classification``) with MONAI's ``Classifier`` (seeded random
   weights), resized to 64x64 by its own preprocessing.
 * :func:`make_volume_bundle`: a copy of the project's 3D U-Net stroke bundle with a narrow network and seeded random
   weights (``segmentation-3d``).
-* :func:`red_disk_image`: a synthetic RGB tile with red disks on grey, and its true mask.
+* :func:`disk_image`: a synthetic RGB tile with purple disks ("glomeruli") on a pale pink background, and its
+  true mask.
 
 Everything runs through the same code path as a trained project bundle (MONAI ``ConfigWorkflow`` of
 ``configs/inference.json``).
@@ -93,7 +94,7 @@ def make_tile_bundle(root: str, network: str = "conv1x1", trained: bool = True) 
         with torch.no_grad():
             net.weight.zero_()
             net.bias.zero_()
-            net.weight[1, :, 0, 0] = torch.tensor([10.0, -10.0, -10.0])
+            net.weight[1, :, 0, 0] = torch.tensor([10.0, -10.0, 0.0])
             net.bias[1] = -3.0
     else:
         net_def = {"_target_": "UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 2,
@@ -149,17 +150,17 @@ def make_volume_bundle(root: str) -> str:
     return root
 
 
-def red_disk_image(h: int = 96, w: int = 128, seed: int = 0, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """``(H, W, 3)`` uint8 grey tile with ``n`` red disks (radius 6-14 px) and their mask (1 inside a disk)."""
+def disk_image(h: int = 96, w: int = 128, seed: int = 0, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W, 3)`` uint8 pale tile with ``n`` purple disks (radius 6-14 px) and their mask (1 inside a disk)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
-    img = np.clip(rng.normal(150, 8, (h, w, 3)), 0, 255)
+    img = np.clip(rng.normal((215, 190, 205), 6, (h, w, 3)), 0, 255)
     mask = np.zeros((h, w), np.uint8)
     for _ in range(n):
         r = rng.integers(6, 15)
         cy, cx = rng.integers(r, h - r), rng.integers(r, w - r)
         mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
-    img[mask > 0] = [220, 30, 40]
+    img[mask > 0] = np.clip(rng.normal((150, 40, 160), 6, (int(mask.sum()), 3)), 0, 255)
     return img.astype(np.uint8), mask
 
 
