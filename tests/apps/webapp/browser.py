@@ -105,6 +105,11 @@ def wait_idle(page, timeout: float = 120.0) -> None:
     raise TimeoutError("the app is still running after %.0f s" % timeout)
 
 
+def images_loaded(page) -> None:
+    """Wait until every image of the page has been fetched and decoded."""
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+
+
 def open_app(page, url: str) -> None:
     page.goto(url)
     page.get_by_role("heading", name="lesionlab analysis").wait_for()
@@ -121,7 +126,8 @@ def choose(page, label: str, option: str) -> None:
 
 def upload(page, paths: list[str], index: int = 0) -> None:
     """Put files into the ``index``-th file uploader of the page."""
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(index).set_input_files(paths)
+    sel = '[data-testid="stFileUploaderDropzoneInput"]' + ("[multiple]" if len(paths) > 1 else "")
+    page.locator(sel).nth(index).set_input_files(paths)
     page.wait_for_timeout(500)
     wait_idle(page)
 
