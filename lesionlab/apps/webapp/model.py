@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -66,14 +65,13 @@ def train_hint(path: str) -> str:
 
 
 def _read_entry(path: str) -> ModelEntry:
-    from lesionlab.apps.export import open_bundle
+    from lesionlab.apps.deploy.archive import open_bundle
+    from lesionlab.apps.deploy.config import load_json
 
     label = os.path.basename(os.path.normpath(path))
     try:
         with open_bundle(path) as src:
             meta_path = os.path.join(src.root, "configs", "metadata.json")
-            from lesionlab.apps.export import _load_json as load_json  # deploy.config.load_json after the split
-
             spec = task_spec(load_json(meta_path), src.root)
             trained = os.path.exists(os.path.join(src.root, "models", "model.pt"))
             label = src.name + (" (archive)" if src.archive else "")
@@ -146,12 +144,13 @@ def probabilities(pred: np.ndarray) -> np.ndarray:
 
 
 class BundleModel:
-    """A bundle's inference workflow, built once, run on one input file at a time.
+    """A bundle's inference workflow (:class:`lesionlab.apps.deploy.infer.BundlePredictor`), built once, run on one
+    input file at a time.
 
     Args:
         source: trained bundle folder, project bundle name or ``.zip`` archive from ``lesionlab export``.
         device: torch device (``"cpu"``, ``"cuda"``...).
-        whole_slide: build ``configs/inference_wsi.json`` instead of ``inference.json``.
+        whole_slide: run ``configs/inference_wsi.json`` instead of ``inference.json``.
 
     Raises:
         LesionlabError: for a bundle without trained weights (with the commands to train one) or a metadata file the
@@ -161,8 +160,9 @@ class BundleModel:
     def __init__(self, source: str, device: str = "cpu", whole_slide: bool = False) -> None:
         import torch
 
-        from lesionlab.apps.export import _load_json as load_json  # deploy.config.load_json after the split
-        from lesionlab.apps.export import open_bundle
+        from lesionlab.apps.deploy.archive import open_bundle
+        from lesionlab.apps.deploy.config import load_json
+        from lesionlab.apps.deploy.infer import BundlePredictor
 
         self._stack = contextlib.ExitStack()
         try:
@@ -171,71 +171,22 @@ class BundleModel:
             self.spec = task_spec(self.metadata, self.src.root)
             if not os.path.exists(os.path.join(self.src.root, "models", "model.pt")):
                 raise LesionlabError(train_hint(source))
-            self.device = torch.device(device)
-            self.config_name = "inference_wsi" if whole_slide else "inference"
-            self._scratch = self._stack.enter_context(_scratch_dir())
+            scratch = self._stack.enter_context(_scratch_dir())
+            self.predictor = self._stack.enter_context(BundlePredictor(
+                self.src.root, torch.device(device), {}, scratch, "inference_wsi" if whole_slide else "inference"))
             self._lock = threading.Lock()
-            self._workflow = None
-            self.builds = 0
         except BaseException:
             self._stack.close()
             raise
 
     def close(self) -> None:
-        self._workflow = None
         self._stack.close()
-
-    # ------------------------------------------------------------------------------------------------ workflow
-    def _build(self):
-        from monai.bundle import ConfigWorkflow
-
-        from lesionlab.apps.export import _bundle_on_path, _config_file, _quiet_monai
-
-        cfg = _config_file(self.src.root, self.config_name)
-        if cfg is None:
-            raise LesionlabError(f"{self.src.name}: bundle has no configs/{self.config_name}.json")
-        params = {"bundle_root": self.src.root, "device": self.device, "dataset#data": [{"image": ""}],
-                  "output_dir": self._scratch, "load_pretrain": True}
-        with _bundle_on_path(self.src.root), _quiet_monai():
-            wf = ConfigWorkflow(config_file=cfg, meta_file=os.path.join(self.src.root, "configs", "metadata.json"),
-                                logging_file=False, workflow_type="infer", **params)
-            wf.initialize()
-        self.builds += 1
-        return wf
 
     @property
     def network(self):
-        """The workflow's network (weights loaded), building the workflow when needed."""
+        """The workflow's network (weights loaded)."""
         with self._lock:
-            if self._workflow is None:
-                self._workflow = self._build()
-            return self._workflow.parser.get_parsed_content("network")
-
-    def _run(self, path: str) -> dict:
-        from lesionlab.apps.export import _bundle_on_path, _quiet_monai
-
-        if self._workflow is None:
-            self._workflow = self._build()
-        shutil.rmtree(self._scratch, ignore_errors=True)
-        os.makedirs(self._scratch, exist_ok=True)
-        parser = self._workflow.parser
-        dataset = parser.get_parsed_content("dataset")
-        items = [{"image": path}]
-        if hasattr(dataset, "set_data"):
-            dataset.set_data(items)
-        else:
-            dataset.data = items
-        try:
-            with _bundle_on_path(self.src.root), _quiet_monai():
-                self._workflow.run()
-        except BaseException:
-            self._workflow = None  # an engine that raised is rebuilt for the next request
-            raise
-        output = parser.get_parsed_content("evaluator").state.output
-        item = output[0] if isinstance(output, (list, tuple)) else output
-        if not isinstance(item, dict) or "pred" not in item:
-            raise LesionlabError(f"{self.src.name}: the inference workflow gave no 'pred' output")
-        return item
+            return self.predictor.parsed("network")
 
     def predict(self, path: str, input_shape: tuple[int, ...] | None = None) -> Prediction:
         """Run the bundle on one file; ``input_shape`` (MONAI order, no channel) is the grid the result must match.
@@ -243,15 +194,17 @@ class BundleModel:
         Raises:
             DataError: naming the file, when the bundle's transforms or network refuse it.
         """
-        from lesionlab.apps.export import _failure_reason
+        from lesionlab.apps.deploy.infer import failure_reason
 
         with self._lock:
             try:
-                item = self._run(path)
+                item = self.predictor.run(path)
             except LesionlabError:
                 raise
             except Exception as err:  # noqa: BLE001 - shown to the user as one line, never a traceback
-                raise DataError(os.path.basename(path), _failure_reason(err)) from err
+                raise DataError(os.path.basename(path), failure_reason(err)) from err
+        if "pred" not in item:
+            raise LesionlabError(f"{self.src.name}: the inference workflow gave no 'pred' output")
         if self.spec.kind == "classification":
             return Prediction(None, probabilities(item["pred"]), item.get("image"))
         label = label_map(item["pred"])

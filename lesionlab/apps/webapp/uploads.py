@@ -165,7 +165,7 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
 
 
 def _unzip_series(ws: Workspace, path: str) -> str:
-    from lesionlab.apps.export import _safe_extract as safe_extract  # lesionlab.apps.deploy.archive after the split
+    from lesionlab.apps.deploy.archive import safe_extract
 
     dest = ws.sub("dicom")
     safe_extract(path, dest)

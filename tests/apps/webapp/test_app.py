@@ -91,16 +91,16 @@ def test_tile_segmentation_area_overlay_downloads_and_cleanup(app_env):
 def test_model_is_built_once_per_process(app_env, monkeypatch):
     import streamlit as st
 
-    from lesionlab.apps.webapp.model import BundleModel
+    from lesionlab.apps.deploy.infer import BundlePredictor
 
     builds = []
-    original = BundleModel._build
+    original = BundlePredictor._build
 
     def counting(self):
-        builds.append(self.src.name)
+        builds.append(os.path.basename(self.root))
         return original(self)
 
-    monkeypatch.setattr(BundleModel, "_build", counting)
+    monkeypatch.setattr(BundlePredictor, "_build", counting)
     st.cache_resource.clear()
     img, _ = disk_image(64, 64, seed=7)
     at = _app()

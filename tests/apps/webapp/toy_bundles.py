@@ -138,13 +138,13 @@ def make_crop_classifier(root: str) -> str:
 def make_volume_bundle(root: str) -> str:
     """The project's 3D U-Net stroke bundle with a narrow network and seeded random weights, at ``root``."""
     from lesionlab.apps.bundle import copy_bundle, set_config_values
-    from lesionlab.apps.export import _build_network
+    from lesionlab.apps.deploy.config import build_network
 
     copy_bundle("brain_mri_unet3d_stroke_segmentation", root)
     set_config_values(root, {"network_def#channels": [4, 8, 8, 8, 8], "patch_size": [32, 32, 32]},
                       configs=("inference",))
     torch.manual_seed(0)
-    net = _build_network(root)
+    net = build_network(root)
     os.makedirs(os.path.join(root, "models"), exist_ok=True)
     torch.save(net.state_dict(), os.path.join(root, "models", "model.pt"))
     return root
