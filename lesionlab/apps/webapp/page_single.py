@@ -15,10 +15,13 @@ import streamlit as st
 
 from lesionlab.apps.webapp import render
 from lesionlab.apps.webapp.model import BundleModel
-from lesionlab.apps.webapp.uploads import Workspace, prepare_image, prepare_volume, save_upload
+from lesionlab.apps.webapp.uploads import (Workspace, prepare_image, prepare_slide, prepare_volume, save_upload,
+                                           suffix_of)
 from lesionlab.errors import LesionlabError
 
 __all__ = ["analyse", "single_page"]
+
+_SLIDE_ONLY = (".svs", ".ndpi", ".scn")  # formats Pillow cannot decode; TIFF slides Pillow reads are images too
 
 
 def analyse(model: BundleModel, name: str, data: bytes, max_mb: float) -> dict[str, Any]:
@@ -34,6 +37,8 @@ def analyse(model: BundleModel, name: str, data: bytes, max_mb: float) -> dict[s
         if spec.kind == "segmentation-3d":
             prepared = prepare_volume(ws, path)
             shape = prepared.display.shape[::-1]  # MONAI order x, y, z
+        elif spec.whole_slide and suffix_of(path) in _SLIDE_ONLY:
+            prepared, shape = prepare_slide(path), None  # the bundle's whole-slide config reads the slide itself
         else:
             prepared = prepare_image(ws, path, spec.in_channels)
             shape = prepared.display.shape[:2][::-1]
@@ -51,6 +56,8 @@ def analyse(model: BundleModel, name: str, data: bytes, max_mb: float) -> dict[s
             result["cam_error"] = str(err).splitlines()[0]
     else:
         result["label"] = render.display_order(pred.label)
+        if result["display"].shape[:2] != result["label"].shape:  # a slide's thumbnail, or none
+            result["display"] = _fit(result["display"], result["label"].shape)
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -59,6 +66,15 @@ def _affine(nifti: str) -> np.ndarray:
     import nibabel as nib
 
     return np.asarray(nib.load(nifti).affine)
+
+
+def _fit(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An RGB thumbnail resized to a label map's shape (grey when there is none)."""
+    if rgb.size == 0:
+        return np.full((*shape, 3), 200, np.uint8)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.BILINEAR))
 
 
 def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

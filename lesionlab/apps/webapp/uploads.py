@@ -20,7 +20,7 @@ import numpy as np
 
 from lesionlab.errors import DataError
 
-__all__ = ["Workspace", "PreparedImage", "save_upload", "prepare_image", "prepare_volume", "read_mask", "suffix_of",
+__all__ = ["Workspace", "PreparedImage", "save_upload", "prepare_image", "prepare_slide", "prepare_volume", "read_mask", "suffix_of",
            "DEFAULT_MAX_UPLOAD_MB"]
 
 DEFAULT_MAX_UPLOAD_MB = 1024
@@ -33,7 +33,7 @@ def _pil():
     if _Image is None:
         from PIL import Image
 
-        Image.MAX_IMAGE_PIXELS = 40000 * 40000  # large tiles are fine; decompression bombs beyond this are refused
+        Image.MAX_IMAGE_PIXELS = 20000 * 20000  # large tiles are fine (1.2 GB as RGB); bigger ones are refused
         _Image = Image
     return _Image
 
@@ -156,6 +156,24 @@ def prepare_image(ws: Workspace, path: str, in_channels: int) -> PreparedImage:
     if display.ndim == 2:
         display = np.repeat(_to_uint8(display)[..., None], 3, axis=2)
     return PreparedImage(out, display, notes)
+
+
+def prepare_slide(path: str, max_side: int = 2048) -> PreparedImage:
+    """A whole-slide upload (.svs, .ndpi, .scn, pyramidal TIFF) passed to the bundle as it is (its own reader tiles
+    it), with a thumbnail for display read by OpenSlide when installed (``pip install openslide-python
+    openslide-bin``); without it the result is drawn on a grey background and a note says why."""
+    notes: list[str] = []
+    try:
+        import openslide
+
+        with openslide.OpenSlide(path) as slide:
+            thumb = np.asarray(slide.get_thumbnail((max_side, max_side)).convert("RGB"))
+    except ImportError:
+        thumb = np.zeros((0, 0, 3), np.uint8)
+        notes.append("no slide thumbnail: OpenSlide is not installed (pip install openslide-python openslide-bin)")
+    except Exception as err:  # noqa: BLE001 - OpenSlide raises its own types for damaged or unknown slides
+        raise DataError(path, f"not a readable whole-slide image ({type(err).__name__}: {err})") from err
+    return PreparedImage(path, thumb, notes)
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:

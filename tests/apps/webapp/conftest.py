@@ -14,6 +14,7 @@ def models_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("app_models")
     make_tile_bundle(str(root / "toy_tile"))
     make_tile_bundle(str(root / "toy_untrained"), trained=False)
+    make_tile_bundle(str(root / "toy_wsi"), whole_slide=True)
     make_crop_classifier(str(root / "toy_crop"))
     make_volume_bundle(str(root / "toy_volume"))
     return str(root)

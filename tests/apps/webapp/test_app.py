@@ -59,7 +59,7 @@ def test_sidebar_lists_tasks_from_metadata_and_untrained_models(app_env):
     assert at.sidebar.selectbox(key="task").options == [
         "Image segmentation (2D tiles)", "Volume segmentation (NIfTI / DICOM)", "Image classification"]
     labels = at.sidebar.selectbox(key="model").options
-    assert labels == ["toy_tile", "toy_untrained (not trained)"]
+    assert labels == ["toy_tile", "toy_untrained (not trained)", "toy_wsi"]
     _select(at, "Image segmentation (2D tiles)", "toy_untrained")
     warning = " ".join(w.value for w in at.warning)
     assert "no trained weights" in warning and "lesionlab run train toy_untrained" in warning
@@ -143,6 +143,24 @@ def test_grey_and_rgba_uploads_are_converted_with_a_note(app_env):
     _analyse(at, "tile.png", buf.getvalue())
     assert any("converted from RGBA to RGB" in i.value for i in at.info)
     assert _metrics(at)["glomerulus area (pixels)"] == str(int(mask.sum()))
+
+
+def test_whole_slide_thumbnail_and_object_count(app_env):
+    from scipy import ndimage
+
+    img, mask = disk_image(400, 2100, seed=8, n=12)
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(img).save(buf, format="TIFF")
+    at = _app()
+    _select(at, "Image segmentation (2D tiles)", "toy_wsi")
+    _analyse(at, "slide.tif", buf.getvalue(), "image/tiff")
+    assert not _errors(at)
+    n_true = ndimage.label(mask, structure=np.ones((3, 3)))[1]
+    assert _metrics(at)["Objects detected"] == str(n_true)
+    assert _metrics(at)["glomerulus area (pixels)"] == str(int(mask.sum()))
+    assert "Prediction overlay (thumbnail, 1:2)" in [c for i in at.get("image") for c in i.captions]
 
 
 def _nifti_bytes(vol: np.ndarray, zooms=(1.5, 1.5, 2.0)) -> bytes:

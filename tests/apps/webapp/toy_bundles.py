@@ -84,9 +84,10 @@ _LOAD_RGB = [
 ]
 
 
-def make_tile_bundle(root: str, network: str = "conv1x1", trained: bool = True) -> str:
+def make_tile_bundle(root: str, network: str = "conv1x1", trained: bool = True, whole_slide: bool = False) -> str:
     """A 2D RGB tile segmentation bundle at ``root`` (see the module docstring); ``trained=False`` leaves out
-    ``models/model.pt``."""
+    ``models/model.pt``; ``whole_slide`` declares whole-slide inference (``configs/inference_wsi.json``, here the
+    same workflow)."""
     if network == "conv1x1":
         net_def = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 2, "kernel_size": 1}
         inferer = {"_target_": "SimpleInferer"}
@@ -112,7 +113,13 @@ def make_tile_bundle(root: str, network: str = "conv1x1", trained: bool = True) 
            "dtype": "float32", "value_range": [0, 1], "is_patch_data": False, "channel_def": TILE_CLASSES}
     meta = _metadata("Toy glomerulus tile segmentation", "Segmentation of glomeruli in PAS-stained kidney tiles",
                      inp, out)
+    if whole_slide:
+        inp["whole_slide"] = True
     _write(root, meta, _inference(net_def, _LOAD_RGB, inferer, post), net)
+    if whole_slide:
+        import shutil
+
+        shutil.copy(os.path.join(root, "configs", "inference.json"), os.path.join(root, "configs", "inference_wsi.json"))
     if not trained:
         os.remove(os.path.join(root, "models", "model.pt"))
     return root
