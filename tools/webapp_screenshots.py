@@ -43,7 +43,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from tests.apps.webapp.browser import app_server, chromium_page, choose, images_loaded, open_app, upload, wait_idle
-    from tests.apps.webapp.toy_bundles import disk_image, make_crop_classifier, make_tile_bundle, make_volume_bundle, png
+    from tests.apps.webapp.toy_bundles import (disk_image, make_crop_classifier, make_tile_bundle, make_volume_bundle,
+                                               png)
 
     tmp = tempfile.mkdtemp(prefix="lesionlab-shots-")
     try:

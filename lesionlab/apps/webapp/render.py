@@ -22,7 +22,7 @@ def display_order(a: np.ndarray) -> np.ndarray:
 
 
 def class_colors(metadata: Mapping, class_names: Mapping[int, str]) -> dict[int, tuple[int, int, int]]:
-    """RGB colour (0-255) of every foreground class: the bundle's segment colours (as in its Slicer/DICOM SEG output)."""
+    """RGB colour (0-255) of every foreground class: the bundle's segment colours (as in its Slicer/SEG output)."""
     from lesionlab.data.io import segments_from_metadata
 
     seg = {s.label_value: s.color for s in segments_from_metadata(metadata)}

@@ -20,7 +20,8 @@ import numpy as np
 
 from lesionlab.errors import DataError
 
-__all__ = ["Workspace", "PreparedImage", "save_upload", "prepare_image", "prepare_slide", "prepare_volume", "read_mask", "suffix_of",
+__all__ = ["Workspace", "PreparedImage", "save_upload", "prepare_image", "prepare_slide", "prepare_volume", "read_mask",
+           "suffix_of",
            "DEFAULT_MAX_UPLOAD_MB"]
 
 DEFAULT_MAX_UPLOAD_MB = 1024

@@ -1,4 +1,4 @@
-"""Fixtures of the web-app tests: a folder of tiny bundles (2D tiles, classification, a volume bundle, one untrained)."""
+"""Fixtures of the web-app tests: a folder of tiny bundles (2D tiles, whole slides, classification, volumes)."""
 
 from __future__ import annotations
 

@@ -80,7 +80,8 @@ def test_scores_table_by_hand():
     table = {r["class"]: r for r in scores_table(run.cm, run.names)}
     g = table["glomerulus"]
     assert g["IoU"] == pytest.approx(100 * 2 / 4) and g["Dice"] == pytest.approx(100 * 4 / 6, abs=0.01)
-    assert g["Precision"] == pytest.approx(100 * 2 / 3, abs=0.01) and g["Recall"] == pytest.approx(100 * 2 / 3, abs=0.01)
+    assert g["Precision"] == pytest.approx(100 * 2 / 3, abs=0.01)
+    assert g["Recall"] == pytest.approx(100 * 2 / 3, abs=0.01)
     assert g["Accuracy"] == pytest.approx(100 * 3 / 5)  # eq. 4-1: (TP + TN) / (P + N) = (2 + 1) / 5
     b = table["background"]
     assert b["IoU"] == pytest.approx(100 / 3, abs=0.01) and b["Recall"] == 50.0

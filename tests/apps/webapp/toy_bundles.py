@@ -2,9 +2,9 @@
 
 * :func:`make_tile_bundle`: 2D RGB tile segmentation (``segmentation-2d``), 2 classes. The network is a 1x1
   convolution whose weights are written by hand: class 1 wins where ``10 (r - g) - 3 > 0`` (r, g in [0, 1]),
-  i.e. on PAS-purple pixels and not on the pale background, so the expected mask of a synthetic image is known exactly. ``network="unet"`` builds
-  a MONAI 2D UNet of realistic width (16-256 channels, seeded random weights) with a 256x256 sliding window instead,
-  for timing.
+  i.e. on PAS-purple pixels and not on the pale background, so the expected mask of a synthetic image is known
+  exactly. ``network="unet"`` builds a MONAI 2D UNet of realistic width (16-256 channels, seeded random weights)
+  with a 256x256 sliding window instead, for timing.
 * :func:`make_crop_classifier`: RGB crop -> 4 classes (``classification``) with MONAI's ``Classifier`` (seeded random
   weights), resized to 64x64 by its own preprocessing.
 * :func:`make_volume_bundle`: a copy of the project's 3D U-Net stroke bundle with a narrow network and seeded random
@@ -119,7 +119,8 @@ def make_tile_bundle(root: str, network: str = "conv1x1", trained: bool = True, 
     if whole_slide:
         import shutil
 
-        shutil.copy(os.path.join(root, "configs", "inference.json"), os.path.join(root, "configs", "inference_wsi.json"))
+        configs = os.path.join(root, "configs")
+        shutil.copy(os.path.join(configs, "inference.json"), os.path.join(configs, "inference_wsi.json"))
     if not trained:
         os.remove(os.path.join(root, "models", "model.pt"))
     return root
