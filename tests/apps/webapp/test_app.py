@@ -249,6 +249,14 @@ def test_evaluation_pairs_progress_metrics_and_csv(app_env):
     assert at.get("image")[0].captions[0].startswith("Confusion matrix")
 
 
+def test_evaluation_is_for_segmentation_tasks(app_env):
+    at = _app()
+    at.sidebar.radio(key="function").set_value("Test-set evaluation").run()
+    _select(at, "Image classification")
+    assert "offered for segmentation models" in " ".join(i.value for i in at.info)
+    assert not at.get("file_uploader")
+
+
 def test_evaluation_reports_a_mask_of_the_wrong_size(app_env):
     img, mask = disk_image(64, 96, seed=6)
     at = _app()
