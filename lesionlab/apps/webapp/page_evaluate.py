@@ -18,7 +18,8 @@ import streamlit as st
 from lesionlab.apps.webapp.evaluation import EvaluationRun, pair_files, scores_csv, scores_table
 from lesionlab.apps.webapp.model import BundleModel
 from lesionlab.apps.webapp.render import display_order
-from lesionlab.apps.webapp.uploads import Workspace, prepare_image, prepare_volume, read_mask, save_upload
+from lesionlab.apps.webapp.page_single import prepare_input
+from lesionlab.apps.webapp.uploads import Workspace, read_mask, save_upload
 from lesionlab.errors import LesionlabError
 
 __all__ = ["evaluate_pairs", "evaluation_page"]
@@ -31,12 +32,7 @@ def _one(model: BundleModel, run: EvaluationRun, img: tuple[str, bytes], msk: tu
     with Workspace() as ws:
         path = save_upload(ws, img[0], img[1], max_mb, allowed=spec.upload_types)
         mask_path = save_upload(ws, msk[0], msk[1], max_mb, allowed=_MASK_TYPES[spec.kind])
-        if spec.kind == "segmentation-3d":
-            prepared = prepare_volume(ws, path)
-            shape = prepared.display.shape[::-1]
-        else:
-            prepared = prepare_image(ws, path, spec.in_channels)
-            shape = prepared.display.shape[:2][::-1]
+        prepared, shape = prepare_input(ws, path, spec)
         mask = read_mask(mask_path, spec.kind, run.num_classes)
         pred = display_order(model.predict(prepared.path, shape).label)
         if pred.shape != mask.shape:

@@ -15,13 +15,27 @@ import streamlit as st
 
 from lesionlab.apps.webapp import render
 from lesionlab.apps.webapp.model import BundleModel
-from lesionlab.apps.webapp.uploads import (Workspace, prepare_image, prepare_slide, prepare_volume, save_upload,
-                                           suffix_of)
+from lesionlab.apps.webapp.uploads import (Workspace, prepare_dicom, prepare_image, prepare_slide, prepare_volume,
+                                           save_upload, suffix_of)
 from lesionlab.errors import LesionlabError
 
-__all__ = ["analyse", "single_page"]
+__all__ = ["analyse", "prepare_input", "single_page"]
 
 _SLIDE_ONLY = (".svs", ".ndpi", ".scn")  # formats Pillow cannot decode; TIFF slides Pillow reads are images too
+
+
+def prepare_input(ws: Workspace, path: str, spec) -> tuple:
+    """The prepared upload for ``spec``'s task and the grid (MONAI order) the prediction must come back on (None:
+    the bundle's own reader decides, as for slides and DICOM files)."""
+    if spec.kind == "segmentation-3d":
+        prepared = prepare_volume(ws, path)
+        return prepared, prepared.display.shape[::-1]  # MONAI order x, y, z
+    if spec.whole_slide and suffix_of(path) in _SLIDE_ONLY:
+        return prepare_slide(path), None  # the bundle's whole-slide config reads the slide itself
+    if spec.dicom_input:
+        return prepare_dicom(path), None  # the bundle's own reader; shown: its preprocessed input
+    prepared = prepare_image(ws, path, spec.in_channels)
+    return prepared, prepared.display.shape[:2][::-1]
 
 
 def analyse(model: BundleModel, name: str, data: bytes, max_mb: float) -> dict[str, Any]:
@@ -34,14 +48,7 @@ def analyse(model: BundleModel, name: str, data: bytes, max_mb: float) -> dict[s
     t0 = time.perf_counter()
     with Workspace() as ws:
         path = save_upload(ws, name, data, max_mb, allowed=spec.upload_types)
-        if spec.kind == "segmentation-3d":
-            prepared = prepare_volume(ws, path)
-            shape = prepared.display.shape[::-1]  # MONAI order x, y, z
-        elif spec.whole_slide and suffix_of(path) in _SLIDE_ONLY:
-            prepared, shape = prepare_slide(path), None  # the bundle's whole-slide config reads the slide itself
-        else:
-            prepared = prepare_image(ws, path, spec.in_channels)
-            shape = prepared.display.shape[:2][::-1]
+        prepared, shape = prepare_input(ws, path, spec)
         pred = model.predict(prepared.path, shape)
         affine = _affine(prepared.path) if spec.kind == "segmentation-3d" else None
     result: dict[str, Any] = {"name": name, "kind": spec.kind, "notes": prepared.notes, "display": prepared.display,
@@ -56,6 +63,8 @@ def analyse(model: BundleModel, name: str, data: bytes, max_mb: float) -> dict[s
             result["cam_error"] = str(err).splitlines()[0]
     else:
         result["label"] = render.display_order(pred.label)
+        if spec.dicom_input and pred.image is not None:
+            result["display"] = render.input_rgb(render.display_order_channels(pred.image))
         if result["display"].shape[:2] != result["label"].shape:  # a slide's thumbnail, or none
             result["display"] = _fit(result["display"], result["label"].shape)
     result["seconds"] = time.perf_counter() - t0

@@ -12,13 +12,29 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["display_order", "class_colors", "overlay", "class_areas", "count_objects", "volume_rgb", "cam_overlay",
+__all__ = ["display_order", "display_order_channels", "input_rgb",
+           "class_colors", "overlay", "class_areas", "count_objects", "volume_rgb", "cam_overlay",
            "legend_html", "png_bytes", "nifti_bytes", "grad_cam", "thumbnail"]
 
 
 def display_order(a: np.ndarray) -> np.ndarray:
     """MONAI order (x, y) or (x, y, z) -> display order (rows, columns) or (z, y, x)."""
     return np.ascontiguousarray(a.T)
+
+
+def display_order_channels(image) -> np.ndarray:
+    """A channel-first network input in MONAI order -> ``(H, W, C)`` in display order."""
+    a = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(a, 0, -1).swapaxes(0, 1))
+
+
+def input_rgb(hwc: np.ndarray) -> np.ndarray:
+    """An ``(H, W, C)`` network input as RGB uint8 for display: 3 channels as colour, else the first as grey; each
+    channel stretched to its 0.5-99.5 percentiles."""
+    a = hwc[..., :3] if hwc.shape[-1] >= 3 else np.repeat(hwc[..., :1], 3, axis=-1)
+    lo = np.percentile(a, 0.5, axis=(0, 1))
+    hi = np.percentile(a, 99.5, axis=(0, 1))
+    return (np.clip((a - lo) / np.maximum(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
 def class_colors(metadata: Mapping, class_names: Mapping[int, str]) -> dict[int, tuple[int, int, int]]:

@@ -12,7 +12,9 @@ Rules (first match wins), from ``network_data_format``:
 * **volume segmentation**: the input ``spatial_shape`` has three entries, or ``data_type`` names a volume reader
   (``nibabel``, ``itk``) -- the 2.5D stroke bundles read whole volumes and slice them themselves, so their 2D
   ``spatial_shape`` does not make them 2D-image bundles.
-* **image segmentation**: everything else with ``format: segmentation`` (2D tiles, RGB or grey).
+* **image segmentation**: everything else with ``format: segmentation`` (2D tiles, RGB or grey). When ``data_type``
+  names DICOM (a 2D DICOM bundle such as a renogram), uploads are DICOM files passed to the bundle as they are, and
+  the picture shown is the bundle's own preprocessed input.
 
 Whole-slide inference is declared by ``"whole_slide": true`` in the input spec or at the top of the metadata, or by
 a ``configs/inference_wsi.json`` beside ``inference.json``; the app then accepts slides and runs that config.
@@ -27,19 +29,20 @@ from typing import Any
 
 from lesionlab.errors import LesionlabError
 
-__all__ = ["TaskSpec", "task_spec", "IMAGE_TYPES", "VOLUME_TYPES", "SLIDE_TYPES", "KIND_TITLES"]
+__all__ = ["TaskSpec", "task_spec", "IMAGE_TYPES", "VOLUME_TYPES", "SLIDE_TYPES", "DICOM_TYPES", "KIND_TITLES"]
 
 #: upload suffixes per input kind (Streamlit's ``file_uploader(type=...)`` matches the last suffix)
 IMAGE_TYPES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
 VOLUME_TYPES = ("nii", "gz", "nrrd", "mha", "zip")
 SLIDE_TYPES = ("svs", "tif", "tiff", "ndpi", "scn")
+DICOM_TYPES = ("dcm", "dicom", "ima")
 #: how each kind is named in the sidebar
 KIND_TITLES = {
     "segmentation-2d": "Image segmentation (2D tiles)",
     "segmentation-3d": "Volume segmentation (NIfTI / DICOM)",
     "classification": "Image classification",
 }
-_CLASSIFICATION_FORMATS = ("classification", "probabilities", "logits", "class", "label")
+_CLASSIFICATION_FORMATS = ("classification", "classes", "class", "probabilities", "logits", "label", "labels")
 _VOLUME_DATA_TYPES = ("nibabel", "itk", "nifti")
 
 
@@ -64,6 +67,7 @@ class TaskSpec:
     in_channels: int
     class_names: dict[int, str]
     whole_slide: bool = False
+    dicom_input: bool = False
     version: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -76,6 +80,8 @@ class TaskSpec:
         """File suffixes accepted by the single-analysis uploader."""
         if self.kind == "segmentation-3d":
             return VOLUME_TYPES
+        if self.dicom_input:
+            return DICOM_TYPES
         if self.whole_slide:
             return tuple(dict.fromkeys(IMAGE_TYPES + SLIDE_TYPES))
         return IMAGE_TYPES
@@ -140,6 +146,7 @@ def task_spec(metadata: Mapping[str, Any], root: str | None = None) -> TaskSpec:
     return TaskSpec(
         kind=kind, name=name, task=str(metadata.get("task", "")), in_channels=int(inp.get("num_channels", 1)),
         class_names=classes, whole_slide=whole_slide and kind == "segmentation-2d",
+        dicom_input=kind == "segmentation-2d" and "dicom" in str(metadata.get("data_type", "")).lower(),
         version=str(metadata.get("version", "")),
         extra={k: str(metadata[k]) for k in ("description", "intended_use") if metadata.get(k)},
     )

@@ -20,7 +20,8 @@ import numpy as np
 
 from lesionlab.errors import DataError
 
-__all__ = ["Workspace", "PreparedImage", "save_upload", "prepare_image", "prepare_slide", "prepare_volume", "read_mask",
+__all__ = ["Workspace", "PreparedImage", "save_upload", "prepare_image", "prepare_slide",
+           "prepare_dicom", "prepare_volume", "read_mask",
            "suffix_of",
            "DEFAULT_MAX_UPLOAD_MB"]
 
@@ -175,6 +176,17 @@ def prepare_slide(path: str, max_side: int = 2048) -> PreparedImage:
     except Exception as err:  # noqa: BLE001 - OpenSlide raises its own types for damaged or unknown slides
         raise DataError(path, f"not a readable whole-slide image ({type(err).__name__}: {err})") from err
     return PreparedImage(path, thumb, notes)
+
+
+def prepare_dicom(path: str) -> PreparedImage:
+    """A 2D DICOM upload passed to the bundle as it is (its own reader); refused when it is not a DICOM file."""
+    from lesionlab.data.dicom import is_dicom_file
+
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if not (len(head) == 132 and head[128:132] == b"DICM") or not is_dicom_file(path):
+        raise DataError(path, "not a DICOM file (no 'DICM' marker at byte 128)")
+    return PreparedImage(path, np.zeros((0, 0, 3), np.uint8))
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:

@@ -51,6 +51,12 @@ def test_task_rules_from_metadata():
                                                         "spatial_shape": []}}}}
     c = task_spec(cls)
     assert c.kind == "classification" and c.class_names == {i: f"class {i}" for i in range(4)}
+    cls["network_data_format"]["outputs"]["pred"].update(format="classes", spatial_shape=[1])  # as a 1-vector
+    assert task_spec(cls).kind == "classification"
+    dcm = json.loads(json.dumps(seg))
+    dcm.update(data_type="dicom", whole_slide=False)
+    d = task_spec(dcm)
+    assert d.kind == "segmentation-2d" and d.dicom_input and d.upload_types == ("dcm", "dicom", "ima")
     vol = {"data_type": "nibabel", "network_data_format": {
         "inputs": {"image": {"num_channels": 4, "spatial_shape": [192, 192]}},
         "outputs": {"pred": {"format": "segmentation", "num_channels": 1, "spatial_shape": [192, 192]}}}}
@@ -116,6 +122,18 @@ def test_uploads_checks_and_conversions(tmp_path):
         with pytest.raises(DataError, match="2 frames"):
             prepare_image(ws, gif, 3)
     assert not os.path.exists(folder)
+
+
+def test_dicom_uploads_are_checked(tmp_path):
+    from lesionlab.apps.webapp.uploads import prepare_dicom
+    from lesionlab.data.dicom import synth_dicom_series
+
+    series = synth_dicom_series(str(tmp_path / "s"), n_slices=16, size=16)
+    assert prepare_dicom(series.files[0]).path == series.files[0]
+    fake = tmp_path / "fake.dcm"
+    fake.write_bytes(b"\x00" * 300)
+    with pytest.raises(DataError, match="not a DICOM file"):
+        prepare_dicom(str(fake))
 
 
 def test_masks_0_255_indices_and_colour(tmp_path):
