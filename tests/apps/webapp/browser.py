@@ -99,7 +99,8 @@ def wait_idle(page, timeout: float = 120.0) -> None:
     page.wait_for_timeout(300)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+        busy = page.locator('[data-testid="stStatusWidget"]').count() + page.locator('[data-testid="stSkeleton"]').count()
+        if busy == 0:
             return
         page.wait_for_timeout(200)
     raise TimeoutError("the app is still running after %.0f s" % timeout)
@@ -113,13 +114,13 @@ def images_loaded(page) -> None:
 def open_app(page, url: str) -> None:
     page.goto(url)
     page.get_by_role("heading", name="lesionlab analysis").wait_for()
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.wait_for()
     wait_idle(page)
 
 
 def choose(page, label: str, option: str) -> None:
     """Pick ``option`` in the sidebar selectbox labelled ``label``."""
-    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text=label)
-    box.locator('[data-baseweb="select"]').click()
+    page.locator('[data-testid="stSidebar"]').get_by_label(label).click()
     page.get_by_role("option", name=option).click()
     wait_idle(page)
 
