@@ -31,7 +31,7 @@ def _save_small(src: str, dst: str, width: int = 1100) -> int:
     img = Image.open(src).convert("RGB")
     if img.width > width:
         img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
-    img.quantize(colors=128, method=Image.MEDIANCUT).save(dst, optimize=True)
+    img.quantize(colors=256, method=Image.MEDIANCUT).save(dst, optimize=True)
     return os.path.getsize(dst)
 
 
@@ -64,7 +64,7 @@ def main() -> None:
 
             synth_atlas(os.path.join(tmp, "atlas"), n=1, seed=5, progress=False)
             volume = sorted(glob.glob(os.path.join(tmp, "atlas", "**", "*_t1w_deface_stx.nii.gz"), recursive=True))[0]
-        img, _ = disk_image(384, 512, seed=21, n=5)
+        img, _ = disk_image(150, 200, seed=21, n=5)
         tile = os.path.join(tmp, "pas_tile_07.png")
         with open(tile, "wb") as f:
             f.write(png(img))
@@ -89,8 +89,9 @@ def main() -> None:
                 upload(page, [path])
                 t0 = time.perf_counter()
                 page.get_by_role("button", name="Start analysis").click()
+                page.wait_for_timeout(1000)
+                wait_idle(page, 900)
                 page.get_by_text("Upload to result:").wait_for(timeout=600000)
-                wait_idle(page, 600)
                 return time.perf_counter() - t0
 
             open_app(page, url)

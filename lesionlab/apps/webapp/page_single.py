@@ -65,7 +65,7 @@ def analyse(model: BundleModel, name: str, data: bytes, max_mb: float) -> dict[s
         result["label"] = render.display_order(pred.label)
         if spec.dicom_input and pred.image is not None:
             result["display"] = render.input_rgb(render.display_order_channels(pred.image))
-        if result["display"].shape[:2] != result["label"].shape:  # a slide's thumbnail, or none
+        if result["label"].ndim == 2 and result["display"].shape[:2] != result["label"].shape:  # slide thumbnail
             result["display"] = _fit(result["display"], result["label"].shape)
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -100,7 +100,7 @@ def _upload_widget(model: BundleModel):
     label = {"segmentation-3d": "Upload a volume (NIfTI, NRRD, MHA, or a DICOM series as .zip)",
              "classification": "Upload an image to classify"}.get(spec.kind, "Upload an image")
     # no type= filter: a wrong file gets the app's own message instead of Streamlit's exception
-    up = st.file_uploader(f"{label} ({kinds})", key="single_upload")
+    up = st.file_uploader(f"{label} ({kinds})", key=f"single_upload_{spec.kind}")  # one per task: no stale file
     if spec.kind != "segmentation-3d" and st.toggle("Use the camera (phone or tablet)", key="use_camera"):
         shot = st.camera_input("Take a photo of the slide", key="camera")
         if shot is not None:

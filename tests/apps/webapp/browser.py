@@ -99,7 +99,8 @@ def wait_idle(page, timeout: float = 120.0) -> None:
     page.wait_for_timeout(300)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        busy = page.locator('[data-testid="stStatusWidget"]').count() + page.locator('[data-testid="stSkeleton"]').count()
+        busy = sum(page.locator(sel).count() for sel in ('[data-testid="stStatusWidget"]', '[data-testid="stSkeleton"]',
+                                                         '[data-stale="true"]'))
         if busy == 0:
             return
         page.wait_for_timeout(200)

@@ -39,7 +39,7 @@ def _select(at: AppTest, task: str, model: str | None = None) -> None:
 
 
 def _analyse(at: AppTest, name: str, data: bytes, mime: str = "application/octet-stream") -> AppTest:
-    at.file_uploader(key="single_upload").set_value((name, data, mime)).run()
+    at.file_uploader[0].set_value((name, data, mime)).run()
     at.button(key="start").click().run()
     assert not at.exception, at.exception
     return at
