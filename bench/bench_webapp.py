@@ -58,43 +58,57 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per input (the first one is cold)")
     ap.add_argument("--bundle", help="trained D-UNet bundle folder or archive (default: random weights)")
     ap.add_argument("--dunet-features", type=int, nargs=5, help="network_def#features of the random-weight D-UNet")
+    ap.add_argument("--only", choices=["tile", "volume"], help="time one input only")
     args = ap.parse_args()
 
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+          "(shared machine: figures include other jobs' load)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only != "volume":
+            _tile(tmp, args.repeats)
+        if args.only != "tile":
+            _volume(tmp, args)
+
+
+def _tile(tmp: str, repeats: int) -> None:
+    from lesionlab.apps.webapp.model import BundleModel
+    from tests.apps.webapp.toy_bundles import disk_image, make_tile_bundle, png
+
+    tile_bundle = make_tile_bundle(os.path.join(tmp, "tile"), network="unet")
+    model = BundleModel(tile_bundle)
+    n_params = sum(p.numel() for p in model.network.parameters())
+    img, _ = disk_image(1024, 1024, seed=0, n=12)
+    t = _time(model, "tile.png", png(img), repeats)
+    print(f"1024x1024 RGB tile, 2D UNet ({n_params / 1e6:.1f} M parameters), sliding window 256: "
+          f"first {t[0]:.2f} s, then " + ", ".join(f"{x:.2f}" for x in t[1:]) + " s")
+
+
+def _volume(tmp: str, args) -> None:
     import torch
 
     from lesionlab.apps.bundle import copy_bundle, set_config_values
     from lesionlab.apps.deploy.config import build_network
     from lesionlab.apps.webapp.model import BundleModel
-    from tests.apps.webapp.toy_bundles import disk_image, make_tile_bundle, png
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-          "(shared machine: figures include other jobs' load)")
-    with tempfile.TemporaryDirectory() as tmp:
-        tile_bundle = make_tile_bundle(os.path.join(tmp, "tile"), network="unet")
-        model = BundleModel(tile_bundle)
-        n_params = sum(p.numel() for p in model.network.parameters())
-        img, _ = disk_image(1024, 1024, seed=0, n=12)
-        t = _time(model, "tile.png", png(img), args.repeats)
-        print(f"1024x1024 RGB tile, 2D UNet ({n_params / 1e6:.1f} M parameters), sliding window 256: "
-              f"first {t[0]:.2f} s, then " + ", ".join(f"{x:.2f}" for x in t[1:]) + " s")
-
-        if args.bundle:
-            root, label = args.bundle, f"trained bundle {args.bundle}"
-        else:
-            root = copy_bundle("brain_mri_dunet_stroke_segmentation", os.path.join(tmp, "dunet"))
-            if args.dunet_features:
-                set_config_values(root, {"network_def#features": list(args.dunet_features)}, configs=("inference",))
-            torch.manual_seed(0)
-            os.makedirs(os.path.join(root, "models"))
-            torch.save(build_network(root).state_dict(), os.path.join(root, "models", "model.pt"))
-            label = "random weights"
-        model = BundleModel(root)
-        n_params = sum(p.numel() for p in model.network.parameters())
-        data, shape = _volume_bytes(tmp)
-        t = _time(model, "t1w.nii.gz", data, args.repeats)
-        print(f"{'x'.join(map(str, shape))} volume ({shape[2]} slices, {len(data) / 1e6:.1f} MB .nii.gz), D-UNet 2.5D "
-              f"({n_params / 1e6:.1f} M parameters, {label}): first {t[0]:.2f} s, then "
-              + ", ".join(f"{x:.2f}" for x in t[1:]) + " s")
+    if args.bundle:
+        root, label = args.bundle, f"trained bundle {args.bundle}"
+    else:
+        root = copy_bundle("brain_mri_dunet_stroke_segmentation", os.path.join(tmp, "dunet"))
+        if args.dunet_features:
+            set_config_values(root, {"network_def#features": list(args.dunet_features)}, configs=("inference",))
+        torch.manual_seed(0)
+        os.makedirs(os.path.join(root, "models"))
+        torch.save(build_network(root).state_dict(), os.path.join(root, "models", "model.pt"))
+        label = "random weights"
+    model = BundleModel(root)
+    n_params = sum(p.numel() for p in model.network.parameters())
+    data, shape = _volume_bytes(tmp)
+    t = _time(model, "t1w.nii.gz", data, args.repeats)
+    print(f"{'x'.join(map(str, shape))} volume ({shape[2]} slices, {len(data) / 1e6:.1f} MB .nii.gz), D-UNet 2.5D "
+          f"({n_params / 1e6:.1f} M parameters, {label}): first {t[0]:.2f} s, then "
+          + ", ".join(f"{x:.2f}" for x in t[1:]) + " s")
 
 
 if __name__ == "__main__":
