@@ -86,7 +86,7 @@ def chromium_page(width: int = 1280, height: int = 900) -> Iterator:
                                                        args=CHROMIUM_ARGS, viewport={"width": width, "height": height})
             try:
                 page = ctx.pages[0] if ctx.pages else ctx.new_page()
-                page.set_default_timeout(60000)
+                page.set_default_timeout(120000)
                 yield page
             finally:
                 ctx.close()

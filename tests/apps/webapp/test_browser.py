@@ -52,7 +52,7 @@ def test_single_analysis_and_evaluation_in_chromium(models_dir, tmp_path):
         open_app(page, url)
         upload(page, [str(tile)])
         page.get_by_role("button", name="Start analysis").click()
-        page.locator('[data-testid="stMetric"]').first.wait_for()
+        page.locator('[data-testid="stMetric"]').first.wait_for(timeout=600000)  # model build on a loaded CPU
         wait_idle(page)
         assert metrics(page) == {"glomerulus area (pixels)": str(int(mask.sum()))}
         assert page.get_by_text("Prediction overlay").is_visible()
@@ -66,7 +66,7 @@ def test_single_analysis_and_evaluation_in_chromium(models_dir, tmp_path):
         upload(page, [m for _, m in files], index=1)
         page.get_by_text("2 image/mask pair(s).").wait_for()
         page.get_by_role("button", name="Start evaluation").click()
-        page.locator('[data-testid="stMetric"]').first.wait_for()
+        page.locator('[data-testid="stMetric"]').first.wait_for(timeout=600000)  # model build on a loaded CPU
         wait_idle(page)
         assert metrics(page) == {"aAcc (%)": "100.00", "mIoU (%)": "100.00", "mDice (%)": "100.00"}
         _shot(page, tmp_path, "webapp_evaluation.png")
