@@ -45,8 +45,8 @@ def run_demo(
     seed: int = 0,
 ) -> dict:
     """Run the demo and return a dict of the output paths and figures (also written to ``summary.json``)."""
+    from lesionlab.data.datalist import build_datalist
     from lesionlab.data.synthetic import MNI152_NOTICE, synth_atlas
-    from lesionlab.pipelines.datalist import build_datalist
 
     t0 = time.time()
     workdir = os.path.abspath(workdir)

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
-from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D, stack_slices
-from .dictionary import InPlaneCropResized, MergeMasksd, NeighbourSliceStackd, RandSlice25Dd
+from .array import (
+    DEFAULT_OFFSETS,
+    InPlaneCropResize,
+    MergeMasks,
+    NeighbourSliceStack,
+    RandSlice25D,
+    RegisterToTemplate,
+    ValidateHeader,
+    ValidateVolume,
+    stack_slices,
+)
+from .dictionary import (
+    InPlaneCropResized,
+    MergeMasksd,
+    NeighbourSliceStackd,
+    RandSlice25Dd,
+    RegisterToTemplated,
+    ValidateHeaderd,
+    ValidateVolumed,
+)
+from .stain import StainNormalize, StainNormalized, StainNormalizer, ValidateRGB, ValidateRGBd
 
 __all__ = [
-    "DEFAULT_OFFSETS", "InPlaneCropResize", "MergeMasks", "NeighbourSliceStack", "RandSlice25D", "stack_slices",
-    "InPlaneCropResized", "MergeMasksd", "NeighbourSliceStackd", "RandSlice25Dd",
+    "DEFAULT_OFFSETS",
+    "InPlaneCropResize",
+    "MergeMasks",
+    "NeighbourSliceStack",
+    "RandSlice25D",
+    "RegisterToTemplate",
+    "ValidateHeader",
+    "ValidateVolume",
+    "stack_slices",
+    "InPlaneCropResized",
+    "MergeMasksd",
+    "NeighbourSliceStackd",
+    "RandSlice25Dd",
+    "RegisterToTemplated",
+    "ValidateHeaderd",
+    "ValidateVolumed",
+    "StainNormalize",
+    "StainNormalized",
+    "StainNormalizer",
+    "ValidateRGB",
+    "ValidateRGBd",
 ]
-
-from .array import ValidateVolume  # noqa: E402
-from .dictionary import ValidateVolumed  # noqa: E402
-
-__all__ += ["ValidateVolume", "ValidateVolumed"]

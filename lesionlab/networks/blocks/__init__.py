@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .asymmetric_se import FactorizedConv, ImprovedSEResBlock
 from .conv_blocks import DoubleConv, UpConv
 from .dimension_fusion import (
     AddFusion,
@@ -12,11 +13,14 @@ from .dimension_fusion import (
     SEAddFusion,
     SqueezeExcitation,
 )
+from .dunet_encoder import DUNetEncoder
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
 from .residual_attention import CoarseResidualLearning
 
 __all__ = [
+    "FactorizedConv",
+    "ImprovedSEResBlock",
     "DoubleConv",
     "UpConv",
     "DimensionTransform",
@@ -33,4 +37,5 @@ __all__ = [
     "MultiScaleDeconvUpsample",
     "MultiScaleConv",
     "CoarseResidualLearning",
+    "DUNetEncoder",
 ]
