@@ -94,6 +94,8 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     extra = _parse_overrides(args.set)
     if args.slices_per_volume:
         extra["slices_per_volume"] = args.slices_per_volume
+    if args.sampling:
+        extra["sampling"] = args.sampling
     paths = run_table(args.table, args.datalist, args.workdir, epochs=args.epochs, quick=args.quick, extra=extra)
     print(open(paths["table"]).read())
     for k, v in paths.items():
@@ -217,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--epochs", type=int, default=150, help="training epochs per row (thesis: 150)")
     xs.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
     xs.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
-    xs.add_argument("--slices-per-volume", type=int, help="2.5D samples per volume and epoch")
+    xs.add_argument("--slices-per-volume", type=int, help="2.5D samples per volume and epoch (sampled mode)")
+    xs.add_argument("--sampling", choices=["all", "sampled"],
+                    help="2.5D training protocol: 'all' = the thesis's (every slice once per epoch, batch 16), "
+                         "'sampled' = the bundles' fast default (slices_per_volume per volume and epoch)")
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
