@@ -113,7 +113,7 @@ def _cmd_synth_dicom(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_archive(args: argparse.Namespace) -> int:
-    from lesionlab.apps.export import export_bundle, parse_overrides
+    from lesionlab.apps.deploy import export_bundle, parse_overrides
 
     m = export_bundle(args.bundle, args.out, ckpt=args.ckpt, random_weights=args.random_weights,
                       overrides=parse_overrides(args.set))
@@ -126,7 +126,7 @@ def _cmd_export_archive(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
-    from lesionlab.apps.export import verify_bundle
+    from lesionlab.apps.deploy import verify_bundle
     from lesionlab.utils import atomic_write_text
 
     report = verify_bundle(args.bundle, strict_code=args.strict)
@@ -137,7 +137,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from lesionlab.apps.export import infer_bundle, parse_overrides
+    from lesionlab.apps.deploy import infer_bundle, parse_overrides
 
     s = infer_bundle(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
                      overrides=parse_overrides(args.set), series_uid=args.series_uid)

@@ -10,7 +10,7 @@ import numpy as np
 
 from lesionlab.utils import atomic_path
 
-__all__ = ["lesion_overlay_figure", "pick_slices"]
+__all__ = ["lesion_overlay_figure", "pick_slices", "plot_confusion_matrix"]
 
 
 def pick_slices(label: np.ndarray, pred: np.ndarray | None = None, n: int = 3) -> list[int]:
@@ -99,5 +99,58 @@ def lesion_overlay_figure(
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     with atomic_path(out_png, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def plot_confusion_matrix(
+    cm: np.ndarray, class_names: Sequence[str], out_png: str, title: str = "", normalize: bool = True
+) -> str:
+    """Write a confusion-matrix heatmap (rows truth, columns prediction) as PNG, atomically.
+
+    Each cell shows the row-normalised fraction (the share of a true class predicted as each class) when
+    ``normalize``, with the raw count beneath it; the colour follows the fraction, so rare classes are as readable as
+    common ones.
+
+    Args:
+        cm: ``C x C`` counts (rows truth, columns prediction).
+        class_names: ``C`` class names.
+        out_png: output path.
+        title: figure title.
+        normalize: colour by row fractions (otherwise by counts).
+
+    Returns:
+        ``out_png``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(cm, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(class_names):
+        raise ValueError(f"a {len(class_names)}-class confusion matrix must be square, got shape {counts.shape}.")
+    rows = counts.sum(1, keepdims=True)
+    frac = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    shown = frac if normalize else counts
+    n = len(class_names)
+    size = 1.2 + 0.75 * n
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(n), [str(c) for c in class_names], rotation=45, ha="right")
+    ax.set_yticks(range(n), [str(c) for c in class_names])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for i in range(n):
+        for j in range(n):
+            dark = shown[i, j] > (0.5 if normalize else 0.5 * shown.max())
+            text = f"{frac[i, j]:.2f}\n{int(counts[i, j])}" if normalize else f"{int(counts[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class" if normalize else "pixels")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return out_png

@@ -1,4 +1,4 @@
-"""Deployment commands: ``lesionlab export`` / ``verify`` / ``infer`` (lesionlab.apps.export) end to end.
+"""Deployment commands: ``lesionlab export`` / ``verify`` / ``infer`` (lesionlab.apps.deploy) end to end.
 
 A copy of the D-UNet bundle with the tiny geometry written into its configs is trained for one epoch on the tiny
 ATLAS fixture, exported, verified, and used to segment a synthetic DICOM series (DICOM SEG, NIfTI, .seg.nrrd
@@ -21,7 +21,7 @@ import torch
 
 from lesionlab.apps.bundle import BUNDLES_DIR, copy_bundle, run_bundle, set_config_values
 from lesionlab.apps.cli import main
-from lesionlab.apps.export import TOLERANCES, export_bundle, scan_config_code, verify_bundle
+from lesionlab.apps.deploy import TOLERANCES, export_bundle, scan_config_code, verify_bundle
 from lesionlab.data.dicom import synth_dicom_series
 from lesionlab.errors import LesionlabError
 
@@ -226,6 +226,30 @@ def test_infer_folder_to_seg_nrrd_reports_failed_cases(tiny_zip, tiny_atlas, dic
     assert header["Segment0_Name"] == "lesion" and header["Segment0_LabelValue"] == "1"
     report = json.loads((out / "subject_report.json").read_text())
     assert report["lesion_volume_ml"] == pytest.approx(int((data == 1).sum()) * 2.0 / 1000)
+
+
+def test_infer_builds_the_workflow_once_per_run(tiny_zip, tiny_atlas, tmp_path, monkeypatch):
+    """Four cases, one broken: the workflow (network, weights) is built once, and once more only after the broken
+    case failed inside it; the case after the failure is still segmented, identically to the ones before it."""
+    from lesionlab.apps.deploy.infer import BundlePredictor
+
+    builds = []
+    build = BundlePredictor._build
+    monkeypatch.setattr(BundlePredictor, "_build", lambda self: builds.append(1) or build(self))
+    item = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("a_case", "b_case", "d_case"):
+        shutil.copy(os.path.join(tiny_atlas, item), inputs / f"{name}.nii.gz")
+    (inputs / "c_broken.nii.gz").write_bytes(b"not a nifti file")
+    out = tmp_path / "out"
+    assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out)]) == 1
+    status = {c["case"]: c for c in json.loads((out / "summary.json").read_text())["cases"]}
+    assert [status[n]["status"] for n in ("a_case", "b_case", "c_broken", "d_case")] == ["ok", "ok", "failed", "ok"]
+    assert len(builds) == 2
+    first = np.asarray(nib.load(status["a_case"]["output"]).dataobj)
+    for name in ("b_case", "d_case"):
+        np.testing.assert_array_equal(np.asarray(nib.load(status[name]["output"]).dataobj), first)
 
 
 def test_infer_dicom_seg_needs_dicom_input(tiny_zip, tiny_atlas, tmp_path, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lesionlab.data import detect_atlas_version, find_atlas, find_atlas_r11, find_atlas_r20, synth_atlas
-from lesionlab.data import synthetic
+from lesionlab.data.synthetic import brain as synthetic
 from lesionlab.errors import DataError
 
 __all__: list[str] = []

@@ -378,7 +378,7 @@ def test_infer_keeps_good_case_and_reports_broken_ones(tmp_path):
 
     from lesionlab.apps.bundle import copy_bundle, set_config_values
     from lesionlab.apps.cli import main
-    from lesionlab.apps.export import _build_network
+    from lesionlab.apps.deploy.config import build_network
 
     from tests.apps.test_export import DUNET, TINY
 
@@ -386,7 +386,7 @@ def test_infer_keeps_good_case_and_reports_broken_ones(tmp_path):
     set_config_values(root, TINY)
     torch.manual_seed(0)
     os.makedirs(os.path.join(root, "models"), exist_ok=True)
-    torch.save(_build_network(root).state_dict(), os.path.join(root, "models", "model.pt"))
+    torch.save(build_network(root).state_dict(), os.path.join(root, "models", "model.pt"))
     inputs = tmp_path / "inputs"
     synth_dicom_series(str(inputs / "good"), n_slices=16, size=48, seed=1)
     synth_dicom_series(str(inputs / "bad"), n_slices=16, size=48, seed=2)

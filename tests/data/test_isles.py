@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlab.data import synthetic
+from lesionlab.data.synthetic import brain as synthetic
 from lesionlab.data.isles import ISLES2015_SPACING, find_isles2015
 from lesionlab.data.synthetic import synth_isles2015
 from lesionlab.errors import DataError

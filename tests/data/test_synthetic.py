@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from lesionlab.data import MNI152_NOTICE, synth_atlas, synth_volume_pair
-from lesionlab.data import synthetic
+from lesionlab.data.synthetic import brain as synthetic
 from lesionlab.errors import DataError
 
 __all__: list[str] = []

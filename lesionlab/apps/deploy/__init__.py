@@ -1,0 +1,36 @@
+"""Hospital deployment of a lesionlab bundle: ``export`` an archive, ``verify`` it, ``infer`` from it alone.
+
+Modules:
+
+* :mod:`~lesionlab.apps.deploy.config`: reading a bundle's configs, overrides, input shape, network and weights.
+* :mod:`~lesionlab.apps.deploy.archive`: safe extraction, file listing, sha256 hashes, the manifest.
+* :mod:`~lesionlab.apps.deploy.export`: :func:`export_bundle` (TorchScript, ONNX, the archive).
+* :mod:`~lesionlab.apps.deploy.scan`: :func:`scan_config_code`, config entries that execute code.
+* :mod:`~lesionlab.apps.deploy.verify`: :func:`verify_bundle`; the runtime check runs
+  :mod:`~lesionlab.apps.deploy.standalone_check` in an isolated interpreter that cannot import lesionlab.
+* :mod:`~lesionlab.apps.deploy.infer`: :func:`infer_bundle` (the workflow is built once per run).
+"""
+
+from lesionlab.apps.deploy.archive import ARCHIVE_FORMAT, BundleSource, open_bundle
+from lesionlab.apps.deploy.config import parse_overrides
+from lesionlab.apps.deploy.export import export_bundle
+from lesionlab.apps.deploy.infer import OUTPUT_FORMATS, infer_bundle
+from lesionlab.apps.deploy.scan import SAFE_TARGET_PREFIXES, CodeFinding, scan_config_code
+from lesionlab.apps.deploy.verify import TOLERANCES, Check, VerifyReport, verify_bundle
+
+__all__ = [
+    "ARCHIVE_FORMAT",
+    "TOLERANCES",
+    "SAFE_TARGET_PREFIXES",
+    "OUTPUT_FORMATS",
+    "BundleSource",
+    "Check",
+    "VerifyReport",
+    "CodeFinding",
+    "open_bundle",
+    "export_bundle",
+    "verify_bundle",
+    "scan_config_code",
+    "infer_bundle",
+    "parse_overrides",
+]

@@ -1,0 +1,219 @@
+"""``lesionlab export``: write a self-contained deployment archive of a bundle.
+
+The zip holds the bundle's ``configs/``, ``docs/``, ``LICENSE`` (and ``scripts/`` when the bundle has custom code),
+``models/model.pt`` (plain state dict), ``models/model.ts`` (TorchScript via MONAI's ``ckpt_export``),
+``models/model.onnx`` (input ``image``, output ``pred``, dynamic batch axis) and ``manifest.json`` (sha256 of every
+file, package versions). Everything sits under one top-level folder named after the bundle, so unzipping into MONAI
+Label's ``apps/monaibundle/model/`` gives a servable bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from lesionlab import __version__
+from lesionlab.apps.bundle import export_torchscript
+from lesionlab.apps.deploy.archive import (
+    ARCHIVE_FORMAT,
+    file_hashes,
+    open_bundle,
+    package_versions,
+    sha256,
+    write_zip,
+)
+from lesionlab.apps.deploy.config import (
+    build_network,
+    bundle_on_path,
+    config_file,
+    input_shape,
+    load_json,
+    load_state_dict,
+    load_weights,
+    quiet_monai,
+    set_config_ids,
+)
+from lesionlab.errors import LesionlabError
+from lesionlab.utils import atomic_path, atomic_write_text
+
+__all__ = ["export_bundle", "export_onnx", "export_ts"]
+
+logger = logging.getLogger(__name__)
+
+_BUNDLE_ITEMS = ("configs", "docs", "scripts", "LICENSE")
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:300]}" if str(err) else type(err).__name__
+
+
+def _onnx_export_once(net, example, path: str, dynamo: bool) -> None:
+    """One ``torch.onnx.export`` call (dynamo or legacy exporter) writing a single-file graph with a batch axis."""
+    import torch
+
+    if dynamo:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.onnx.export(net, (example,), path, input_names=["image"], output_names=["pred"],
+                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+    else:
+        torch.onnx.export(net, (example,), path, input_names=["image"], output_names=["pred"],
+                          dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}}, dynamo=False)
+
+
+def export_onnx(net, shape: tuple[int, ...], out: str) -> dict[str, Any]:
+    """ONNX export with a dynamic batch axis: the dynamo exporter first, the legacy one if that fails.
+
+    The graph is written as one file (weights inside, ``external_data=False``) so that the archive has no
+    ``.onnx.data`` companion whose name could go stale. The example input has batch 2 so that the exporter does not
+    specialise the batch axis to 1.
+    """
+    import onnx
+    import torch
+
+    example = torch.rand(2, *shape[1:])
+    errors = []
+    for dynamo in (True, False):
+        try:
+            with atomic_path(out, suffix=".onnx") as tmp, contextlib.redirect_stdout(sys.stderr):
+                _onnx_export_once(net, example, tmp, dynamo)
+                model = onnx.load(tmp)
+                onnx.checker.check_model(model)
+            opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+            return {"exporter": "dynamo" if dynamo else "torchscript-legacy", "opset": opset,
+                    "input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": [0], "pred": [0]},
+                    "fallback_reason": errors[0] if errors else None}
+        except Exception as err:  # noqa: BLE001 - try the next exporter, report both if both fail
+            errors.append(f"{'dynamo' if dynamo else 'legacy'}: {_first_line(err)}")
+            logger.warning("ONNX export (%s) failed: %s", "dynamo" if dynamo else "legacy", errors[-1])
+    raise LesionlabError("ONNX export failed with both exporters: " + " | ".join(errors))
+
+
+def export_ts(root: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """``ckpt_export`` (script); trace with the metadata input shape when the network cannot be scripted."""
+    from monai.bundle import ckpt_export
+
+    try:
+        with bundle_on_path(root), quiet_monai():
+            export_torchscript(root)
+        return {"method": "script"}
+    except Exception as err:  # noqa: BLE001 - fall back to tracing, as model-zoo documents for such networks
+        reason = _first_line(err)
+        logger.warning("torch.jit.script failed (%s); tracing instead", reason)
+    with bundle_on_path(root), quiet_monai():
+        ckpt_export("network_def", filepath=os.path.join(root, "models", "model.ts"),
+                    ckpt_file=os.path.join(root, "models", "model.pt"),
+                    meta_file=os.path.join(root, "configs", "metadata.json"),
+                    config_file=config_file(root, "inference"), bundle_root=root, use_trace=True,
+                    input_shape=list(shape))
+    return {"method": "trace", "script_error": reason}
+
+
+def _copy_bundle_items(src_root: str, root: str) -> None:
+    """Copy configs, docs, scripts and LICENSE of ``src_root`` into the archive folder ``root``."""
+    if not os.path.exists(os.path.join(src_root, "configs", "metadata.json")):
+        raise LesionlabError(f"{src_root}: bundle has no configs/metadata.json")
+    if config_file(src_root, "inference") is None:
+        raise LesionlabError(f"{src_root}: bundle has no configs/inference.json (MONAI Label and infer need it)")
+    os.makedirs(os.path.join(root, "models"))
+    for item in _BUNDLE_ITEMS:
+        s = os.path.join(src_root, item)
+        if os.path.isdir(s):
+            shutil.copytree(s, os.path.join(root, item), ignore=_IGNORED)
+        elif os.path.isfile(s):
+            shutil.copy2(s, os.path.join(root, item))
+    if not os.path.exists(os.path.join(root, "LICENSE")):
+        logger.warning("%s has no LICENSE file; model-zoo and hospitals expect one", src_root)
+
+
+def _weights_into(net, ckpt_path: str, random_weights: bool, seed: int, bundle_name: str) -> dict[str, Any]:
+    """Load the trained weights into ``net`` (or keep its random ones when allowed); the manifest's source entry."""
+    if os.path.exists(ckpt_path):
+        load_weights(net, load_state_dict(ckpt_path), ckpt_path)
+        return {"file": os.path.basename(ckpt_path), "sha256": sha256(ckpt_path)}
+    if random_weights:
+        logger.warning("exporting RANDOM weights (testing only): the archive's model predicts nothing useful")
+        return {"file": None, "random_seed": seed}
+    raise LesionlabError(
+        f"{ckpt_path}: no trained weights. Train the bundle first (lesionlab run train {bundle_name} ...), "
+        "give a checkpoint with --ckpt, or pass --random-weights to export an untrained model for testing"
+    )
+
+
+def export_bundle(
+    bundle: str,
+    out: str,
+    ckpt: str | None = None,
+    random_weights: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write a self-contained deployment archive of ``bundle`` to ``out`` (a ``.zip``, written atomically).
+
+    Args:
+        bundle: bundle folder or project bundle name (or an archive, to re-export it).
+        out: archive to write.
+        ckpt: trained weights (default: the bundle's ``models/model.pt``); a state dict or a checkpoint with a
+            ``model`` entry.
+        random_weights: without trained weights, export a randomly initialised network (for tests only; recorded in
+            the manifest as ``"random_weights": true``).
+        overrides: config ids written into the archived JSON configs (e.g. ``{"network_def#features": [...]}`` when
+            the model was trained with that override); recorded in the manifest.
+        seed: seed of the random weights.
+
+    Returns:
+        the manifest written into the archive.
+
+    Raises:
+        LesionlabError: no trained weights (and no ``random_weights``), weights that do not match ``network_def``,
+            missing configs, or a failed export.
+    """
+    import torch
+
+    overrides = dict(overrides or {})
+    with open_bundle(bundle) as src, tempfile.TemporaryDirectory(prefix="lesionlab-export-") as tmp:
+        root = os.path.join(tmp, src.name)
+        _copy_bundle_items(src.root, root)
+        changed = set_config_ids(root, overrides) if overrides else []
+        metadata = load_json(os.path.join(root, "configs", "metadata.json"))
+        shape = input_shape(metadata)
+        ckpt_path = ckpt or os.path.join(src.root, "models", "model.pt")
+        torch.manual_seed(seed)  # only matters for random weights
+        net = build_network(root)
+        source = _weights_into(net, ckpt_path, random_weights, seed, src.name)
+        torch.save(net.state_dict(), os.path.join(root, "models", "model.pt"))
+        t0 = time.time()
+        ts_info = export_ts(root, shape)
+        onnx_info = export_onnx(net, shape, os.path.join(root, "models", "model.onnx"))
+        logger.info("TorchScript and ONNX exports took %.1f s", time.time() - t0)
+        manifest = {
+            "format": ARCHIVE_FORMAT,
+            "bundle_name": src.name,
+            "bundle_version": metadata.get("version"),
+            "lesionlab_version": __version__,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "random_weights": source["file"] is None,
+            "weights_source": source,
+            "config_overrides": overrides,
+            "configs_changed_by_overrides": changed,
+            "input_shape_example": list(shape),
+            "torchscript": ts_info,
+            "onnx": onnx_info,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "packages": package_versions(),
+            "files": file_hashes(root),
+        }
+        atomic_write_text(os.path.join(root, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+        write_zip(root, out, src.name)
+    return manifest

@@ -1,0 +1,336 @@
+"""``lesionlab infer``: run a bundle's own inference config, from an archive or a folder, on hospital input.
+
+Inputs are NIfTI/NRRD/MHA files, DICOM series, folders or datalists (:func:`lesionlab.data.io.find_cases`); outputs
+are NIfTI, 3D Slicer ``.seg.nrrd`` or DICOM SEG plus a JSON report per case and a ``summary.json``. A failing case is
+reported and the others still run.
+
+The bundle's inference workflow (network, weights, transforms, evaluator) is built once per run by
+:class:`BundlePredictor` and fed one case at a time; it is rebuilt only after a case failed inside it (an Ignite
+engine that raised is not safely re-runnable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from lesionlab import __version__
+from lesionlab.apps.deploy.archive import BundleSource, open_bundle
+from lesionlab.apps.deploy.config import bundle_on_path, config_file, load_json, quiet_monai
+from lesionlab.apps.deploy.scan import scan_config_code
+from lesionlab.errors import LesionlabError
+from lesionlab.utils import atomic_path, atomic_write_text
+
+__all__ = ["OUTPUT_FORMATS", "BundlePredictor", "CaseSegmenter", "infer_bundle", "failure_reason"]
+
+logger = logging.getLogger(__name__)
+
+#: output formats of :func:`infer_bundle` and the file each writes per case
+OUTPUT_FORMATS = {"nifti": "_seg.nii.gz", "nrrd": ".seg.nrrd", "dicom-seg": "_seg.dcm"}
+
+
+def failure_reason(err: BaseException) -> str:
+    """A one-line reason: lesionlab's own message, else the root cause (and the transform that raised it).
+
+    MONAI wraps errors several times (``applying transform <LoadImaged ...>``, the failing config expression); the
+    first exception of the chain says where, the last one says what.
+    """
+    if isinstance(err, LesionlabError):
+        return str(err).strip()[:500]
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    root = chain[-1]
+    found = (re.search(r"applying transform <([\w.]+)", str(x)) for x in chain)
+    where = next((m.group(1).split(".")[-1] for m in found if m), None)
+    lines = [ln.strip() for ln in str(root).strip().splitlines() if ln.strip()]
+    text = f"{type(root).__name__}: {lines[0] if lines else ''}".strip()
+    return (f"{where}: {text}" if where else text)[:500]
+
+
+class BundlePredictor:
+    """The bundle's inference workflow, built once and run on one NIfTI at a time.
+
+    The workflow's ``dataset`` gets one item per case (``{"image": nifti}``) and its ``SaveImaged`` writes into one
+    scratch folder that is emptied before each case, so the single file found there afterwards is the prediction.
+
+    Args:
+        root: bundle root.
+        device: torch device of the workflow.
+        overrides: config ids of the inference config to override.
+        scratch: folder for the workflow's output (created; emptied before every case).
+
+    Example::
+
+        with BundlePredictor(root, torch.device("cpu"), {}, tmp) as predictor:
+            for nifti in files:
+                pred_file = predictor.predict(nifti)
+    """
+
+    def __init__(self, root: str, device: Any, overrides: Mapping[str, Any], scratch: str) -> None:
+        self.root = root
+        self.device = device
+        self.overrides = dict(overrides)
+        self.out_dir = scratch
+        self._workflow = None
+        self._path = contextlib.ExitStack()
+        self.builds = 0  # how many times the workflow was built (1 unless a case failed inside it)
+
+    def __enter__(self) -> BundlePredictor:
+        self._path.enter_context(bundle_on_path(self.root))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._workflow is not None:
+                with quiet_monai():
+                    self._workflow.finalize()
+        finally:
+            self._workflow = None
+            self._path.close()
+
+    def _build(self):
+        """Build and initialise the workflow (instantiates the network and loads the weights)."""
+        from monai.bundle import ConfigWorkflow
+
+        params = {"bundle_root": self.root, "device": self.device, "dataset#data": [{"image": ""}],
+                  "output_dir": self.out_dir, "load_pretrain": True, **self.overrides}
+        with quiet_monai():
+            wf = ConfigWorkflow(config_file=config_file(self.root, "inference"),
+                                meta_file=os.path.join(self.root, "configs", "metadata.json"), logging_file=False,
+                                workflow_type="infer", **params)
+            wf.initialize()
+        self.builds += 1
+        return wf
+
+    def predict(self, nifti: str) -> str:
+        """Run the workflow on ``nifti``; return the prediction file it wrote (valid until the next call)."""
+        if self._workflow is None:
+            self._workflow = self._build()
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+        os.makedirs(self.out_dir)
+        dataset = self._workflow.parser.get_parsed_content("dataset")
+        items = [{"image": nifti}]
+        if hasattr(dataset, "set_data"):  # cached datasets (CacheDataset...) rebuild their cache
+            dataset.set_data(items)
+        else:
+            dataset.data = items
+        try:
+            with quiet_monai():
+                self._workflow.run()
+        except BaseException:
+            self._workflow = None  # rebuilt for the next case
+            raise
+        written = [os.path.join(d, f) for d, _, files in os.walk(self.out_dir) for f in files
+                   if f.endswith((".nii.gz", ".nii"))]
+        if len(written) != 1:
+            raise LesionlabError(f"the bundle's inference wrote {len(written)} NIfTI predictions (expected 1); is "
+                                 "SaveImaged in its postprocessing writing to @output_dir?")
+        return written[0]
+
+
+class CaseSegmenter:
+    """Segment one case and write its output and report; one instance per :func:`infer_bundle` run.
+
+    Collects each case's report and wall time for the summary. Any error is re-raised as a
+    :class:`LesionlabError` with a one-line reason (:func:`failure_reason`), for
+    :func:`lesionlab.pipelines.batch.run_cases` to record.
+    """
+
+    def __init__(self, src: BundleSource, predictor: BundlePredictor, metadata: Mapping, fmt: str, output_dir: str,
+                 work: str) -> None:
+        from lesionlab.data.io import segments_from_metadata
+
+        self.src, self.predictor, self.metadata = src, predictor, metadata
+        self.fmt, self.output_dir, self.work = fmt, output_dir, work
+        self.segments = segments_from_metadata(metadata)
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, case) -> None:
+        t0 = time.time()
+        try:
+            self.reports[case.case_id] = self.segment(case)
+        except LesionlabError:
+            raise
+        except Exception as err:  # noqa: BLE001 - re-raised with a readable one-line reason
+            raise LesionlabError(failure_reason(err)) from err
+        finally:
+            self.seconds[case.case_id] = time.time() - t0
+
+    def segment(self, case) -> dict[str, Any]:
+        """Prepare ``case``, predict, write the output in the requested format and the report; return the report."""
+        import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+
+        from lesionlab.data.io import prepare_case
+
+        if self.fmt == "dicom-seg" and case.kind != "dicom":
+            raise LesionlabError(f"{case.path}: DICOM SEG needs a DICOM series as input, this is {case.kind}")
+        case_dir = os.path.join(self.work, case.case_id)
+        os.makedirs(case_dir, exist_ok=True)
+        prepared = prepare_case(case, case_dir)
+        pred_file = self.predictor.predict(prepared.nifti)
+        pred = sitk.ReadImage(pred_file)
+        ref = sitk.ReadImage(prepared.nifti)
+        if pred.GetSize() != ref.GetSize():
+            raise LesionlabError(f"prediction grid {pred.GetSize()} differs from the input grid {ref.GetSize()}")
+        out = os.path.join(self.output_dir, case.case_id + OUTPUT_FORMATS[self.fmt])
+        self._write_output(pred, pred_file, prepared, out)
+        report = self._report(case, prepared, pred, out)
+        atomic_write_text(os.path.join(self.output_dir, f"{case.case_id}_report.json"), json.dumps(report, indent=2))
+        return report
+
+    def _write_output(self, pred, pred_file: str, prepared, out: str) -> None:
+        from lesionlab.data.dicom import write_dicom_seg
+        from lesionlab.data.io import write_seg_nrrd
+
+        if self.fmt == "nifti":
+            with atomic_path(out, suffix=".nii.gz") as tmp:
+                shutil.copyfile(pred_file, tmp)
+        elif self.fmt == "nrrd":
+            write_seg_nrrd(pred, out, self.segments)
+        else:
+            write_dicom_seg(pred, prepared.series, out, self.segments, algorithm_name=self.src.name,
+                            algorithm_version=str(self.metadata.get("version", "")))
+
+    def _report(self, case, prepared, pred, out: str) -> dict[str, Any]:
+        import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+
+        from lesionlab.data.io import label_volumes_ml
+
+        spacing = [float(s) for s in pred.GetSpacing()]
+        voxel_mm3 = float(np.prod(spacing))
+        volumes = label_volumes_ml(sitk.GetArrayFromImage(pred), voxel_mm3, self.segments)
+        return {
+            "case": case.case_id,
+            "input": case.path,
+            "input_type": case.kind,
+            "dicom": prepared.series.info() if prepared.series else None,
+            "shape": list(pred.GetSize()),
+            "spacing_mm": spacing,
+            "origin_lps_mm": list(pred.GetOrigin()),
+            "direction": list(pred.GetDirection()),
+            "voxel_volume_mm3": voxel_mm3,
+            "labels": volumes,
+            "lesion_voxels": sum(v["voxels"] for v in volumes.values()),
+            "lesion_volume_ml": sum(v["volume_ml"] for v in volumes.values()),
+            "output": out,
+            "format": self.fmt,
+            "bundle": self.src.name,
+            "bundle_version": self.metadata.get("version"),
+            "lesionlab_version": __version__,
+        }
+
+
+def _check_request(fmt: str, device: str) -> None:
+    import torch
+
+    if fmt not in OUTPUT_FORMATS:
+        raise LesionlabError(f"--format must be one of {sorted(OUTPUT_FORMATS)}, got {fmt!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LesionlabError(f"--device {device}: no CUDA device is available here; use --device cpu")
+
+
+def _warn_untrusted_code(src: BundleSource) -> None:
+    if src.from_project:
+        return
+    for f in scan_config_code(src.root):
+        logger.warning("bundle config %s:%s executes code outside trusted namespaces (%s): %s", f.file, f.id,
+                       f.reason, f.text)
+
+
+def _summary(src: BundleSource, metadata: Mapping, cases: list, batch, segmenter: CaseSegmenter, fmt: str,
+             device: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    reasons = {f.case: f.reason for f in batch.failed}
+    reports, seconds = segmenter.reports, segmenter.seconds
+    return {
+        "bundle": src.name,
+        "bundle_version": metadata.get("version"),
+        "source": src.archive or src.root,
+        "random_weights": bool((src.manifest or {}).get("random_weights", False)),
+        "format": fmt,
+        "device": device,
+        "overrides": dict(overrides),
+        "n_cases": len(cases),
+        "n_ok": len(batch.ok),
+        "n_failed": len(batch.failed),
+        "exit_code": batch.exit_code,
+        "seconds": round(batch.seconds, 2),
+        "cases": [{"case": c.case_id, "input": c.path, "status": "failed" if c.case_id in reasons else "ok",
+                   "error": reasons.get(c.case_id), "seconds": round(seconds.get(c.case_id, 0.0), 2),
+                   "output": reports.get(c.case_id, {}).get("output"),
+                   "lesion_volume_ml": reports.get(c.case_id, {}).get("lesion_volume_ml")} for c in cases],
+    }
+
+
+def infer_bundle(
+    bundle: str,
+    inputs: str,
+    output_dir: str,
+    fmt: str = "nifti",
+    device: str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    series_uid: str | None = None,
+) -> dict[str, Any]:
+    """Segment every case of ``inputs`` with the bundle (archive or folder) and write outputs to ``output_dir``.
+
+    For each case: ``<case>_seg.nii.gz`` (``nifti``; the bundle's ``SaveImaged`` output), ``<case>.seg.nrrd``
+    (``nrrd``) or ``<case>_seg.dcm`` (``dicom-seg``; DICOM inputs only), plus ``<case>_report.json`` (input,
+    geometry, per-label voxel count and volume in mL). ``summary.json`` lists every case with its status and, for
+    failed cases, the reason; ``exit_code`` in it is 0 only when every case succeeded.
+
+    Args:
+        bundle: ``.zip`` from :func:`~lesionlab.apps.deploy.export.export_bundle`, a bundle folder or a project
+            bundle name; weights come from its ``models/model.pt``.
+        inputs: image file, DICOM series folder, folder of inputs or datalist JSON (see
+            :func:`lesionlab.data.io.find_cases`).
+        output_dir: folder for the outputs (created).
+        fmt: one of :data:`OUTPUT_FORMATS`.
+        device: ``cpu`` or a CUDA device such as ``cuda`` or ``cuda:N``.
+        overrides: config ids of the inference config to override (``{"roi_start": [4, 4]}``).
+        series_uid: series to read from DICOM folders holding several.
+
+    Returns:
+        the summary (also written to ``output_dir/summary.json``).
+
+    Raises:
+        LesionlabError: for an unknown format or device, a bundle without weights, DICOM SEG requested while no input
+            is DICOM, or no input found. Failures of single cases are reported in the summary instead.
+    """
+    import torch
+
+    from lesionlab.data.io import find_cases
+    from lesionlab.pipelines.batch import run_cases
+
+    _check_request(fmt, device)
+    overrides = dict(overrides or {})
+    output_dir = os.path.abspath(output_dir)
+    cases = find_cases(inputs, series_uid=series_uid)
+    if fmt == "dicom-seg" and not any(c.kind == "dicom" for c in cases):
+        raise LesionlabError(f"{inputs}: DICOM SEG output needs DICOM input (a series folder): a SEG must reference "
+                             "the source images. Use --format nifti or --format nrrd for NIfTI/NRRD/MHA inputs")
+    os.makedirs(output_dir, exist_ok=True)
+    with open_bundle(bundle) as src, tempfile.TemporaryDirectory(prefix="lesionlab-infer-") as work:
+        if not os.path.exists(os.path.join(src.root, "models", "model.pt")):
+            raise LesionlabError(f"{src.archive or src.root}: no models/model.pt; export a trained bundle first")
+        _warn_untrusted_code(src)
+        metadata = load_json(os.path.join(src.root, "configs", "metadata.json"))
+        scratch = os.path.join(work, ".prediction")
+        with BundlePredictor(src.root, torch.device(device), overrides, scratch) as predictor:
+            segmenter = CaseSegmenter(src, predictor, metadata, fmt, output_dir, work)
+            batch = run_cases(cases, segmenter, log=logger, name=lambda c: c.case_id)
+        summary = _summary(src, metadata, cases, batch, segmenter, fmt, device, overrides)
+    atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2))
+    return summary
