@@ -116,6 +116,8 @@ class Slice25DSampler(Sampler):
         return sum(min(self.chooser.num_samples, d) for d in self.dataset.depths)
 
     def __iter__(self) -> Iterator[int]:
+        # a generator, like torch's RandomSampler: the seed is drawn at the first ``next``, i.e. after ignite's
+        # EPOCH_STARTED handlers (RNGStateHandler's reseed) even for the iterator created before the first epoch
         seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()) % (2**32)
         rng = np.random.RandomState(seed)
         if self.mode == "all":
@@ -127,7 +129,8 @@ class Slice25DSampler(Sampler):
                 self.chooser.randomize(depth, positive)
                 picked.append(self.dataset.starts[v] + np.asarray(self.chooser.indices, dtype=np.int64))
             order = np.concatenate(picked)
-        return iter(int(k) for k in rng.permutation(order))
+        for k in rng.permutation(order):
+            yield int(k)
 
 
 def describe_protocol(config: dict[str, Any], n_volumes: int, n_slices: int | None = None) -> dict[str, Any]:
