@@ -32,7 +32,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from lesionlab.apps.demo import run_demo
 
     run_demo(args.workdir, n_subjects=args.n, epochs=args.epochs, slices_per_volume=args.slices_per_volume,
-             batch_volumes=args.batch_volumes, full_width=args.full_width, seed=args.seed)
+             width="full" if args.full_width else args.width, spatial_size=args.spatial_size,
+             val_interval=args.val_interval, sampling=args.sampling, seed=args.seed)
     return 0
 
 
@@ -160,11 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="synthesise data, train, evaluate, infer and export the D-UNet bundle on a CPU")
     d.add_argument("--workdir", default="demo_output", help="output folder (default: demo_output)")
     d.add_argument("--n", type=int, default=12, help="synthetic subjects (default: 12)")
-    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    d.add_argument("--epochs", type=int, default=40, help="training epochs (default: 40)")
     d.add_argument("--slices-per-volume", type=int, default=8, help="2.5D samples per volume and epoch (default: 8)")
-    d.add_argument("--batch-volumes", type=int, default=1, help="volumes per optimiser step (default: 1)")
-    d.add_argument("--full-width", action="store_true", help="train the paper's full-width D-UNet (slower)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--sampling", choices=["sampled", "all"], default="sampled",
+                   help="'sampled' (default) or 'all' (the thesis's protocol: every slice once per epoch; slow)")
+    d.add_argument("--width", choices=["quarter", "half", "full"], default="quarter",
+                   help="D-UNet width (default: quarter; full = the paper's network)")
+    d.add_argument("--full-width", action="store_true", help="same as --width full")
+    d.add_argument("--spatial-size", type=int, default=128, help="in-plane input size (default 128; thesis 192)")
+    d.add_argument("--val-interval", type=int, default=4, help="epochs between model-selection checks (default 4)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the training (default 0)")
     d.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("synth", help="write embedded synthetic data sets")
