@@ -130,7 +130,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run_bitwise(tiny_at
 
     # the stale resume files of the killed run were retired; no temporary files are left
     left = sorted(os.listdir(models))
-    assert left == ["last_checkpoint_epoch=3.pt", "last_checkpoint_iteration=8.pt", "model.pt", "model_best.pt"]
+    assert left == ["last_checkpoint_epoch=3.pt", "last_checkpoint_iteration=8.pt", "model.pt", "model_best.pt",
+                    "selection.json"]
 
 
 def test_rng_state_round_trip_weights_only(tmp_path):
