@@ -326,7 +326,9 @@ def _protocol_header(results: dict[str, dict], data: dict[str, Any] | None) -> l
     t = THESIS_PROTOCOL
     groups: dict[tuple, list[str]] = {}
     for name, r in results.items():
-        p = r.get("protocol") or {}
+        p = r.get("protocol")
+        if not p:  # results from before protocols were recorded
+            continue
         key = (p.get("text"), p.get("epochs"), p.get("updates"), p.get("updates_per_epoch"), p.get("model_selection"))
         groups.setdefault(key, []).append(name)
     lines = []

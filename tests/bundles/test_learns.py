@@ -41,7 +41,7 @@ CASES = {
     "brain_mri_tsrlnet_stroke_segmentation": ({**_2D_96, **_25D, "network_def#features": [4, 16, 16, 16, 16]}, 8,
                                               0.3),
     "brain_mri_unet3d_stroke_segmentation": ({"patch_size": [32, 32, 16], "patches_per_volume": 4,
-                                              "network_def#channels": [8, 16, 16, 32, 32]}, 15, 0.3),
+                                              "network_def#channels": [8, 16, 16, 32, 32]}, 25, 0.2),
 }
 
 #: held-out validation Dice measured on the development machine (seed: Dice), 1 thread
