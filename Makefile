@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lesionlab-installed
 
-.PHONY: install demo test bench clean monai14-env
+.PHONY: install demo lint test bench clean monai14-env
 
 install: $(STAMP)
 
@@ -30,7 +30,11 @@ monai14-env: $(MONAI14_STAMP)
 $(MONAI14_STAMP): tools/make_monai14_env.sh setup.cfg pyproject.toml
 	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash tools/make_monai14_env.sh $(MONAI14_VENV)
 
-test: install monai14-env
+# Lint first (ruff, configured in pyproject.toml), then the tests.
+lint: install
+	$(VENV)/bin/ruff check lesionlab tests bench tools
+
+test: install monai14-env lint
 	$(PY) -m pytest tests -q
 
 bench: install

@@ -97,7 +97,7 @@ def check_shape(net: nn.Module, input_shape: ShapeLike, expected_shape: Sequence
     return out
 
 
-def check_backward(net: nn.Module, input_shape: ShapeLike) -> None:
+def check_backward(net: nn.Module, input_shape: ShapeLike, unused: Sequence[str] = ()) -> None:
     """Train-mode forward, backward of the mean output, then check every trainable parameter's gradient.
 
     The loss is ``out.float().mean()``; when the training-mode output is a tuple/list/dict (deep supervision,
@@ -108,6 +108,8 @@ def check_backward(net: nn.Module, input_shape: ShapeLike) -> None:
     Args:
         net: module under test.
         input_shape: one shape, or one shape per positional input.
+        unused: name prefixes of parameters that by design take no part in the output (they must then have no
+            gradient, so the list cannot go stale).
     """
     was_training = net.training
     net.train()
@@ -119,7 +121,10 @@ def check_backward(net: nn.Module, input_shape: ShapeLike) -> None:
             assert not torch.isnan(t).any(), f"output tensor {i} of the training-mode forward contains NaN."
         loss = torch.stack([t.float().mean() for t in outs]).sum()
         loss.backward()
-        missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+        missing = [n for n, p in net.named_parameters()
+                   if p.requires_grad and p.grad is None and not n.startswith(tuple(unused))]
+        stale = [n for n, p in net.named_parameters() if n.startswith(tuple(unused)) and p.grad is not None]
+        assert not stale, f"parameters listed as unused have a gradient: {stale}"
         non_finite = [
             n for n, p in net.named_parameters()
             if p.requires_grad and p.grad is not None and not torch.isfinite(p.grad).all()

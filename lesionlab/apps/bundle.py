@@ -53,7 +53,9 @@ def copy_bundle(src: str, dst: str) -> str:
     return os.path.abspath(dst)
 
 
-def set_config_values(bundle: str, values: Mapping[str, Any], configs: tuple[str, ...] = ("train", "inference")) -> None:
+def set_config_values(
+    bundle: str, values: Mapping[str, Any], configs: tuple[str, ...] = ("train", "inference")
+) -> None:
     """Set top-level or ``a#b`` ids in the given config files of a (copied) bundle, keeping them consistent."""
     for name in configs:
         path = _config(bundle, name)

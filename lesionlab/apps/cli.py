@@ -57,7 +57,7 @@ def _cmd_synth_isles(args: argparse.Namespace) -> int:
 
 
 def _cmd_datalist(args: argparse.Namespace) -> int:
-    from lesionlab.pipelines.datalist import build_datalist, build_isles_datalist
+    from lesionlab.data.datalist import build_datalist, build_isles_datalist
 
     if args.dataset == "isles2015":
         folds = args.folds or 5
@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("bundle")
     e.set_defaults(func=_cmd_export)
 
-    ex = sub.add_parser("export", help="write a self-contained deployment archive (weights, TorchScript, ONNX, manifest)")
+    ex = sub.add_parser("export",
+                        help="write a self-contained deployment archive (weights, TorchScript, ONNX, manifest)")
     ex.add_argument("bundle", help="bundle folder or name of a project bundle")
     ex.add_argument("--out", required=True, help="archive to write (.zip)")
     ex.add_argument("--ckpt", help="trained weights (default: the bundle's models/model.pt)")

@@ -84,8 +84,8 @@ def run_demo(
         sampling: ``"sampled"`` (fast) or ``"all"`` (the thesis's protocol: every slice once per epoch).
         seed: seed of the data set, the split and the training.
     """
+    from lesionlab.data.datalist import build_datalist
     from lesionlab.data.synthetic import MNI152_NOTICE, synth_atlas
-    from lesionlab.pipelines.datalist import build_datalist
 
     if width not in WIDTHS:
         raise ValueError(f"width must be one of {sorted(WIDTHS)}, got {width!r}")

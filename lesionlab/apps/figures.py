@@ -90,7 +90,8 @@ def lesion_overlay_figure(
             ax2.legend(loc="upper right")
         ax.legend(loc="upper left")
         ax.set_title("training curves")
-    handles = [plt.Line2D([], [], color="lime", label="ground truth"), plt.Line2D([], [], color="red", label="prediction")]
+    handles = [plt.Line2D([], [], color="lime", label="ground truth"),
+               plt.Line2D([], [], color="red", label="prediction")]
     fig.legend(handles=handles, loc="lower left", ncol=2, frameon=False)
     if title:
         fig.suptitle(title)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .atlas import ATLAS_VERSIONS, detect_atlas_version, find_atlas, find_atlas_r11, find_atlas_r20
 from .isles import ISLES2015_SPACING, find_isles2015
-from .synthetic import MNI152_NOTICE, SYNTHETIC_ISLES_README, SYNTHETIC_README, synth_atlas, synth_isles2015, synth_volume_pair
+from .synthetic import (
+    MNI152_NOTICE,
+    SYNTHETIC_ISLES_README,
+    SYNTHETIC_README,
+    synth_atlas,
+    synth_isles2015,
+    synth_volume_pair,
+)
 
 __all__ = [
     "ATLAS_VERSIONS",

@@ -1,4 +1,4 @@
-"""DICOM in, DICOM out: read an image series with its geometry, write a DICOM SEG that references it, synthesise one.
+"""DICOM in: read an image series with its geometry, or synthesise one (SEG out: :mod:`~lesionlab.data.dicom_seg`).
 
 * :func:`list_dicom_series` / :func:`read_dicom_series`: a folder of single-frame DICOM files (MR, CT, NM, PT...) read
   with SimpleITK's ``ImageSeriesReader`` (files of one ``SeriesInstanceUID``, sorted along the slice normal by GDCM).
@@ -7,9 +7,7 @@
   one frame of reference, one in-plane size and evenly spaced slices (a missing slice would silently stretch the
   volume).
 * :func:`dicom_series_to_nifti`: the same, written as NIfTI so that a bundle's ``LoadImaged`` (nibabel) reads it.
-* :func:`write_dicom_seg`: a binary DICOM Segmentation (highdicom) of a label volume on the series grid, one frame per
-  source slice (empty frames kept, so frame ``k`` lies on source slice ``k``), same ``FrameOfReferenceUID``, segments
-  named after the bundle's labels.
+* writing a DICOM SEG that references the series is :func:`lesionlab.data.dicom_seg.write_dicom_seg`.
 * :func:`synth_dicom_series`: a synthetic MR or CT series written as real DICOM files (pydicom), from
   :func:`lesionlab.data.synthetic.synth_volume_pair`, for tests and demonstrations.
 
@@ -27,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lesionlab.errors import DataError, LesionlabError
+from lesionlab.errors import DataError
 from lesionlab.utils import atomic_path
 
 __all__ = [
@@ -38,7 +36,6 @@ __all__ = [
     "list_dicom_series",
     "read_dicom_series",
     "dicom_series_to_nifti",
-    "write_dicom_seg",
     "synth_dicom_series",
 ]
 
@@ -152,7 +149,7 @@ def list_dicom_series(folder: str) -> dict[str, list[str]]:
     Raises:
         DataError: when ``folder`` is not a folder or holds no readable DICOM image series.
     """
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     if not os.path.exists(folder):
         raise DataError(folder, "no such folder")
@@ -210,7 +207,7 @@ def _headers(files: Sequence[str]) -> list:
     for f in files:
         try:
             out.append(pydicom.dcmread(f, stop_before_pixels=True))
-        except Exception as err:  # noqa: BLE001 - any parse failure is a data problem of this file
+        except Exception as err:  # any parse failure is a data problem of this file
             raise DataError(f, f"not a readable DICOM file ({err})") from err
     return out
 
@@ -267,7 +264,7 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
             the series, and reading without it would give a wrong volume. Sound DICOM objects of other series (SR,
             SEG...) are left out (logged).
     """
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     folder = os.path.abspath(folder)
     all_series = list_dicom_series(folder)
@@ -329,129 +326,13 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
 
 def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = None) -> DicomSeries:
     """Write one DICOM series of ``folder`` to NIfTI ``out_path`` (geometry kept; written atomically)."""
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     image, series = read_dicom_series(folder, series_uid)
     suffix = ".nii.gz" if out_path.endswith(".nii.gz") else os.path.splitext(out_path)[1]
     with atomic_path(out_path, suffix=suffix) as tmp:
         sitk.WriteImage(image, tmp, True)
     return series
-
-
-def _on_series_grid(label, reference):
-    """``label`` (SimpleITK image) resampled with nearest neighbour onto ``reference``'s grid when they differ."""
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
-
-    same = (
-        label.GetSize() == reference.GetSize()
-        and np.allclose(label.GetSpacing(), reference.GetSpacing(), atol=1e-4)
-        and np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1e-3)
-        and np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-4)
-    )
-    if same:
-        return label
-    logger.info("label grid differs from the DICOM series grid: resampling (nearest neighbour)")
-    return sitk.Resample(label, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
-
-
-def write_dicom_seg(
-    label,
-    series: DicomSeries,
-    out_path: str,
-    segments: Sequence[SegmentInfo],
-    algorithm_name: str = "lesionlab",
-    algorithm_version: str = "",
-    series_description: str = "lesionlab segmentation",
-) -> str:
-    """Write a binary DICOM SEG of ``label`` that references ``series`` (one frame per source slice).
-
-    Args:
-        label: label volume on the series grid: a SimpleITK image or the path of one (NIfTI, NRRD...). Voxel value
-            ``segments[i].label_value`` belongs to segment ``i + 1``.
-        series: the source series (from :func:`read_dicom_series`).
-        out_path: ``.dcm`` file to write (atomically).
-        segments: segments to encode, in order (segment numbers 1, 2...).
-        algorithm_name, algorithm_version: recorded as the segmentation algorithm.
-        series_description: ``SeriesDescription`` of the SEG series.
-
-    Returns:
-        ``out_path``.
-
-    Raises:
-        LesionlabError: when no segment is given or the source series is not single-frame.
-        DataError: naming the file, when the label image or a source slice cannot be read (``out_path`` untouched).
-    """
-    import highdicom as hd
-    import pydicom
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
-    from pydicom.sr.codedict import codes
-
-    from lesionlab import __version__
-
-    if not segments:
-        raise LesionlabError("write_dicom_seg needs at least one segment")
-    if isinstance(label, (str, os.PathLike)):
-        path = os.fspath(label)
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            raise DataError(path, "label image: no such file" if not os.path.isfile(path) else "label image: zero-byte")
-        try:
-            label = sitk.ReadImage(path)
-        except RuntimeError as err:
-            raise DataError(path, "label image cannot be read, so its geometry is unknown "
-                                  f"({str(err).strip().splitlines()[-1][:200]})") from err
-    sources = []
-    for f in series.files:
-        try:
-            sources.append(pydicom.dcmread(f))
-        except Exception as err:  # noqa: BLE001 - any parse failure is a data problem of this file
-            raise DataError(f, f"source slice is not a readable DICOM file any more ({err})") from err
-    if len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1:
-        raise LesionlabError(f"{series.folder}: DICOM SEG output for a multi-frame source ({series.modality}) is not "
-                             "supported; use --format nifti or nrrd")
-    reference, _ = read_dicom_series(series.folder, series.series_instance_uid)
-    label = _on_series_grid(label, reference)
-    arr = sitk.GetArrayFromImage(label)  # (slices, rows, columns), slices in series.files order
-    if arr.shape[0] != len(sources) or arr.shape[1:] != (int(sources[0].Rows), int(sources[0].Columns)):
-        raise LesionlabError(f"label shape {arr.shape} does not match the series ({len(sources)} slices of "
-                             f"{sources[0].Rows}x{sources[0].Columns})")
-    masks = np.stack([(arr == s.label_value) for s in segments], axis=-1).astype(np.uint8)  # (F, R, C, S)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=algorithm_name[:64], family=codes.cid7162.ArtificialIntelligence,
-        version=(algorithm_version or __version__)[:64],
-    )
-    descriptions = []
-    for number, s in enumerate(segments, start=1):
-        rgb = np.clip(np.asarray(s.color, dtype=float), 0.0, 1.0)
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=s.name[:64],
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            display_color=hd.color.CIELabColor.from_rgb(*[int(round(255 * c)) for c in rgb]),
-        ))
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=masks,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=max(1, int(sources[0].get("SeriesNumber", 0) or 0)) + 1000,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="lesionlab",
-        manufacturer_model_name=algorithm_name[:64],
-        software_versions=__version__,
-        device_serial_number="0",
-        series_description=series_description[:64],
-        content_label="LESIONS",
-        content_description="Automatic lesion segmentation"[:64],
-        omit_empty_frames=False,
-    )
-    with atomic_path(out_path, suffix=".dcm") as tmp:
-        seg.save_as(tmp)
-    return out_path
 
 
 def _uid() -> str:

@@ -7,7 +7,7 @@ NIfTI with nibabel in every environment (MONAI's ITK reader is optional); non-NI
 SimpleITK, which keeps spacing, origin and direction.
 
 Outputs: the bundle's own NIfTI prediction, a 3D Slicer segmentation ``.seg.nrrd`` (:func:`write_seg_nrrd`), a DICOM
-SEG (:func:`lesionlab.data.dicom.write_dicom_seg`), and per-case numbers (:func:`label_volumes_ml`).
+SEG (:func:`lesionlab.data.dicom_seg.write_dicom_seg`), and per-case numbers (:func:`label_volumes_ml`).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def read_volume(path: str, kind: str | None = None):
         DataError: naming ``path``, for a missing, zero-byte, unparsable or truncated file, an image that is not 3D
             (2D, 4D with several volumes) or has several components, and NaN or infinite voxels.
     """
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     label = {"nrrd": "NRRD", "metaimage": "MetaImage"}.get(kind or image_kind(path) or "", "image")
     if not os.path.exists(path):
@@ -256,7 +256,7 @@ def prepare_case(case: Case, work_dir: str) -> PreparedCase:
     Raises:
         DataError: for a missing or unreadable input.
     """
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     if not os.path.exists(case.path):
         raise DataError(case.path, "no such file or folder")
@@ -314,7 +314,7 @@ def _extent(mask: np.ndarray) -> str:
 
 def _read_label(path: str):
     """A label image read with SimpleITK, or :class:`DataError` naming it when its geometry cannot be read."""
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     if not os.path.isfile(path):
         raise DataError(path, "label image: no such file")
@@ -348,7 +348,7 @@ def write_seg_nrrd(label, out_path: str, segments: Sequence[SegmentInfo]) -> str
         DataError: naming the label file when it cannot be read or is not 3D; ``out_path`` is then left untouched.
     """
     import nrrd
-    import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+    import SimpleITK as sitk
 
     source = os.fspath(label) if isinstance(label, (str, os.PathLike)) else None
     if source is not None:

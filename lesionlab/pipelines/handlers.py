@@ -177,7 +177,9 @@ class ProgressBarHandler:
             from ignite.handlers import ProgressBar
         except ImportError:  # ignite < 0.5 keeps it in contrib
             from ignite.contrib.handlers import ProgressBar
-        ProgressBar(desc=self.desc, persist=True).attach(engine, output_transform=lambda out: {"loss": _first_loss(out)})
+        ProgressBar(desc=self.desc, persist=True).attach(
+            engine, output_transform=lambda out: {"loss": _first_loss(out)}
+        )
 
 
 class ModelSelectionHandler:

@@ -395,7 +395,7 @@ class ResumeHandler:
         for path in candidates:
             try:
                 return path, torch.load(path, map_location=self.map_location, weights_only=True)
-            except Exception as err:  # a damaged file: fall back to the previous checkpoint
+            except Exception as err:  # noqa: BLE001 - a damaged file: fall back to the previous checkpoint
                 logger.warning("cannot read checkpoint %s (%s); trying an older one", path, err)
         if candidates:
             raise LesionlabError(f"{self.ckpt_dir}: none of the checkpoints {candidates} can be read; cannot resume")

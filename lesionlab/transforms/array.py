@@ -17,7 +17,14 @@ from monai.transforms import InvertibleTransform, Randomizable, Resize, SpatialC
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
 __all__ = [
-    "NeighbourSliceStack", "InPlaneCropResize", "RandSlice25D", "MergeMasks", "DEFAULT_OFFSETS", "lesion_slices",
+    "NeighbourSliceStack",
+    "InPlaneCropResize",
+    "RandSlice25D",
+    "MergeMasks",
+    "ValidateVolume",
+    "DEFAULT_OFFSETS",
+    "stack_slices",
+    "lesion_slices",
     "take_slices",
 ]
 
@@ -249,5 +256,3 @@ class ValidateVolume(Transform):
                             self.name_of(reference), tol=self.tol)
         return img
 
-
-__all__ += ["ValidateVolume"]

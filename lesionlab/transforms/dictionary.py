@@ -14,11 +14,12 @@ from .array import (
     MergeMasks,
     NeighbourSliceStack,
     RandSlice25D,
+    ValidateVolume,
     lesion_slices,
     take_slices,
 )
 
-__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "Slice25Dd", "MergeMasksd"]
+__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "Slice25Dd", "MergeMasksd", "ValidateVolumed"]
 
 
 class NeighbourSliceStackd(MapTransform):
@@ -153,9 +154,6 @@ class MergeMasksd(MapTransform):
         return d
 
 
-from .array import ValidateVolume  # noqa: E402  (appended together with ValidateVolumed)
-
-
 class ValidateVolumed(MapTransform):
     """Dictionary version of :class:`~lesionlab.transforms.array.ValidateVolume`.
 
@@ -200,5 +198,3 @@ class ValidateVolumed(MapTransform):
             else:
                 self.image_check(d[key])
         return d
-
-__all__ += ["ValidateVolumed"]

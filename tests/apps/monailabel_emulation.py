@@ -56,7 +56,7 @@ class Restored(MapTransform):
             d[key] = result if len(result.shape) <= 3 else result[0] if result.shape[0] == 1 else result
             meta = d.get(f"{key}_{self.meta_key_postfix}")
             if meta is None:
-                meta = dict()
+                meta = {}
                 d[f"{key}_{self.meta_key_postfix}"] = meta
             meta["affine"] = meta_dict.get("original_affine")
         return d

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from lesionlab.apps.cli import main
 

@@ -8,7 +8,8 @@ from lesionlab.apps import demo
 
 
 def test_three_way_split_keeps_the_test_subjects_out_of_model_selection():
-    split = {"training": [{"subject": f"t{i}"} for i in range(10)], "validation": [{"subject": "h0"}, {"subject": "h1"}]}
+    split = {"training": [{"subject": f"t{i}"} for i in range(10)],
+             "validation": [{"subject": "h0"}, {"subject": "h1"}]}
     out = demo.three_way_split(split, 2)
     assert [d["subject"] for d in out["training"]] == [f"t{i}" for i in range(8)]
     assert [d["subject"] for d in out["validation"]] == ["t8", "t9"]  # chooses the epoch

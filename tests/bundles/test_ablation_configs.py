@@ -26,18 +26,17 @@ NOCPA = {"n_cpa": 0}
 EML = {"beta": 1, "dice": "neg_log"}  # TSRLLoss written as EML: focus map = label, -log Dice
 EXPECTED: dict[str, dict[str, tuple[dict, dict]]] = {
     AGMR: {
-        "ablation/t31_baseline.json": ({"use_cpa": False, "use_cff": False, "use_mdu": False}, NOCPA),
-        "ablation/t31_cpa.json": ({"use_cff": False, "use_mdu": False}, {}),
-        "ablation/t31_cff.json": ({"use_cpa": False, "use_mdu": False}, NOCPA),
-        "ablation/t31_mdu.json": ({"use_cpa": False, "use_cff": False}, NOCPA),
-        "ablation/t31_cpa_cff.json": ({"use_mdu": False}, {}),
-        "variants/cff_r32.json": ({"use_cpa": False, "use_mdu": False, "cff_reduction": 32}, NOCPA),
+        "ablation/t31_baseline.json": ({"encoder_attention": "none", "fusion": "se_add", "mdu": "none"}, NOCPA),
+        "ablation/t31_cpa.json": ({"fusion": "se_add", "mdu": "none"}, {}),
+        "ablation/t31_cff.json": ({"encoder_attention": "none", "mdu": "none"}, NOCPA),
+        "ablation/t31_mdu.json": ({"encoder_attention": "none", "fusion": "se_add"}, NOCPA),
+        "ablation/t31_cpa_cff.json": ({"mdu": "none"}, {}),
+        "variants/cff_r32.json": ({"encoder_attention": "none", "mdu": "none", "cff_reduction": 32}, NOCPA),
         **{f"variants/mdu_k{k}.json": ({"mdu_kernels": [k]}, {}) for k in (3, 5, 7, 9)},
         # Table 3.4 "D-UNet + FA", Table 3.5 fusions, Table 3.8 MDU positions
-        "variants/fine_attention.json": ({"use_cpa": False, "encoder_attention": "fine", "use_cff": False,
-                                          "use_mdu": False}, NOCPA),
+        "variants/fine_attention.json": ({"encoder_attention": "fine", "fusion": "se_add", "mdu": "none"}, NOCPA),
         **{f"variants/fusion_{f}.json": ({"fusion": f}, {}) for f in ("add", "concat", "cff_concat")},
-        **{f"variants/mdu_{p}.json": ({"mdu_position": p}, {}) for p in ("encoder", "skip")},
+        **{f"variants/mdu_{p}.json": ({"mdu": p}, {}) for p in ("encoder", "skip")},
     },
     TSRL: {
         "ablation/t41_baseline.json": ({"residual_attention": "none", "deep_supervision": False},
@@ -131,7 +130,7 @@ def _paper_width_count(bundle: str, override: str | None) -> int:
     return _n_params(_parser(bundle, "inference.json", override).get_parsed_content("network_def"))
 
 
-@pytest.mark.parametrize("override", [f for f in EXPECTED[AGMR]])
+@pytest.mark.parametrize("override", list(EXPECTED[AGMR]))
 def test_agmr_param_counts_equal_the_constructor_arguments(override):
     net_changes, _ = EXPECTED[AGMR][override]
     assert _paper_width_count(AGMR, override) == _n_params(AGMRNet(**net_changes))

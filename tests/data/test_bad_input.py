@@ -2,7 +2,7 @@
 
 Readers: NIfTI volumes (``load_volume``/``check_pair``), NIfTI through MONAI ``LoadImaged`` in the bundle pipelines
 (``ValidateVolumed``), ATLAS R1.1/R2.0 discovery (``find_atlas``), datalist JSON (``validate_datalist``,
-``load_checked_datalist``, ``pipelines.datalist``), ISLES 2015 ``.mha`` (``find_isles2015`` and ``load_volume``).
+``load_checked_datalist``, ``data.datalist``), ISLES 2015 ``.mha`` (``find_isles2015`` and ``load_volume``).
 Each table row is ``(id, setup)``; ``setup(tmp_path)`` returns ``(call, file named in the message, keyword)``.
 ``bad_input_counts()`` gives the number of broken inputs tried per reader (printed by the last test).
 """
@@ -326,7 +326,7 @@ def _good_items(t: Path, n: int = 2) -> list[dict]:
 
 
 def _datalist_cases() -> list[tuple[str, Case]]:
-    from lesionlab.pipelines.datalist import load_datalist
+    from lesionlab.data.datalist import load_datalist
 
     def missing(t):
         return lambda: validate_datalist(t / "datalist.json"), "datalist.json", "does not exist"
@@ -413,7 +413,7 @@ def _datalist_cases() -> list[tuple[str, Case]]:
         p = _datalist(t, {"training": _good_items(t)})
         return lambda: load_checked_datalist(p, data_list_key="validation"), "datalist.json", "no 'validation' list"
 
-    def monai_loader_missing_file(t):  # lesionlab.pipelines.datalist.load_datalist (MONAI's loader inside)
+    def monai_loader_missing_file(t):  # lesionlab.data.datalist.load_datalist (MONAI's loader inside)
         return lambda: load_datalist(t / "none.json"), "none.json", "does not exist"
 
     def monai_loader_bad_json(t):
@@ -581,7 +581,7 @@ def test_bundle_pipelines_accept_good_data(tiny_atlas):
 def test_failed_datalist_build_keeps_existing_file(tmp_path, monkeypatch):
     """Nothing already written is damaged: a build that fails (bad data, or a crash while writing) leaves the
     existing datalist byte for byte, and no temporary file."""
-    from lesionlab.pipelines import datalist as dl
+    from lesionlab.data import datalist as dl
 
     root = tmp_path / "atlas"
     _r11(root, "000001")

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lesionlab.data.dicom import SegmentInfo, SyntheticSeries, read_dicom_series, synth_dicom_series, write_dicom_seg
+from lesionlab.data.dicom import SegmentInfo, SyntheticSeries, read_dicom_series, synth_dicom_series
+from lesionlab.data.dicom_seg import write_dicom_seg
 from lesionlab.data.io import find_cases, prepare_case, write_seg_nrrd
 from lesionlab.errors import DataError
 
@@ -379,7 +380,6 @@ def test_infer_keeps_good_case_and_reports_broken_ones(tmp_path):
     from lesionlab.apps.bundle import copy_bundle, set_config_values
     from lesionlab.apps.cli import main
     from lesionlab.apps.deploy.config import build_network
-
     from tests.apps.test_export import DUNET, TINY
 
     root = copy_bundle(DUNET, str(tmp_path / DUNET))

@@ -121,10 +121,10 @@ def argv(draw, paths):
     return args
 
 
-def test_cli_fuzz(cli_paths, tmp_path):
+def test_cli_fuzz(cli_paths, tmp_path, monkeypatch):
     from lesionlab.apps.cli import main
 
-    os.chdir(tmp_path)  # a relative --out such as "" or "." stays inside the test folder
+    monkeypatch.chdir(tmp_path)  # a relative --out such as "" or "." stays inside the test folder; restored after
 
     @SETTINGS
     @given(args=argv(cli_paths))

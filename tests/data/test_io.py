@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+import SimpleITK as sitk
 
 from lesionlab.data.dicom import (
     SegmentInfo,
@@ -23,8 +23,8 @@ from lesionlab.data.dicom import (
     list_dicom_series,
     read_dicom_series,
     synth_dicom_series,
-    write_dicom_seg,
 )
+from lesionlab.data.dicom_seg import write_dicom_seg
 from lesionlab.data.io import (
     find_cases,
     label_volumes_ml,

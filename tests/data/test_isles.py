@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlab.data.synthetic import brain as synthetic
+from lesionlab.data.datalist import build_isles_datalist, main
 from lesionlab.data.isles import ISLES2015_SPACING, find_isles2015
+from lesionlab.data.synthetic import brain as synthetic
 from lesionlab.data.synthetic import synth_isles2015
 from lesionlab.errors import DataError
-from lesionlab.pipelines.datalist import build_isles_datalist, main
 
 __all__: list[str] = []
 
@@ -220,7 +220,7 @@ def test_isles_datalist_loads_in_monai_and_itk_reads_pairs(isles_root: Path) -> 
         assert os.path.isfile(it["image"]) and len(it["label"]) == 1 and os.path.isfile(it["label"][0])
         assert it["fold"] in range(5)
 
-    pytest.importorskip("itk", reason="MONAI's ITKReader needs the itk package (itk-io) to read .mha files")
+    import itk  # noqa: F401 - itk-io is a hard requirement (setup.cfg): MONAI's ITKReader needs it for .mha files
     from monai.transforms import LoadImaged
 
     loader = LoadImaged(keys=["image", "label"], reader="ITKReader", ensure_channel_first=True)

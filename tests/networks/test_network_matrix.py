@@ -10,10 +10,19 @@ import pytest
 import torch
 
 from tests.networks.matrix import all_cases
-from tests.utils import check_backward, check_shape, check_torchscript, make_inputs
+from tests.utils import check_backward, check_shape, check_torchscript, make_inputs, output_tensors
 
 CASES = all_cases()
-SIZED = [pytest.param(c, s, id=f"{c.name}-{'x'.join(map(str, np.ravel(s)))}") for c in CASES for s in c.input_shapes]
+
+
+def _shape_id(shape) -> str:
+    """``2x4x32x32``, or ``2x8x2x6x6+2x8x6x6`` for one shape per input."""
+    if len(shape) and isinstance(shape[0], (tuple, list)):
+        return "+".join(_shape_id(s) for s in shape)
+    return "x".join(map(str, shape))
+
+
+SIZED = [pytest.param(c, s, id=f"{c.name}-{_shape_id(s)}") for c in CASES for s in c.input_shapes]
 BY_NAME = [pytest.param(c, id=c.name) for c in CASES]
 
 
@@ -29,12 +38,18 @@ def test_every_case_has_two_sizes():
 
 @pytest.mark.parametrize("case,shape", SIZED)
 def test_forward_shape(case, shape):
-    check_shape(case.build(), shape, case.expected_shape(shape))
+    if case.outputs == 1:
+        check_shape(case.build(), shape, case.expected_shape(shape))
+        return
+    net = case.build().eval()
+    with torch.no_grad():
+        outs = output_tensors(net(*make_inputs(shape)))
+    assert [tuple(o.shape) for o in outs] == [tuple(e) for e in case.expected_shape(shape)]
 
 
-@pytest.mark.parametrize("case,shape", SIZED)
+@pytest.mark.parametrize("case,shape", [p for p in SIZED if p.values[0].backward])
 def test_backward(case, shape):
-    check_backward(case.build(), shape)
+    check_backward(case.build(), shape, unused=case.unused)
 
 
 @pytest.mark.parametrize("case", BY_NAME)
@@ -66,5 +81,8 @@ def test_onnx(case):
 @pytest.mark.parametrize("case", BY_NAME)
 def test_invalid_arguments(case):
     for i, make in enumerate(case.invalid):
-        with pytest.raises(case.raises):
+        try:
             make()
+        except case.raises:
+            continue
+        pytest.fail(f"{case.name}: invalid call {i} (in the order of its NetCase) did not raise {case.raises.__name__}")

@@ -192,7 +192,7 @@ def test_atomic_saver_writes_new_file_before_removing_old(tmp_path, monkeypatch)
     assert ckpt["engine"]["iteration"] == 5 and torch.equal(ckpt["model"]["weight"], net.weight)
 
 
-class _Killed(Exception):
+class _KilledError(Exception):
     pass
 
 
@@ -231,12 +231,12 @@ def _toy_run(ckpt_dir, resume: bool, stop_at: int | None = None) -> tuple[list, 
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output))
     if stop_at:
         def kill(engine):
-            raise _Killed
+            raise _KilledError
 
         trainer.add_event_handler(Events.ITERATION_STARTED(once=stop_at), kill)
     try:
         trainer.run(loader, max_epochs=3)
-    except _Killed:
+    except _KilledError:
         pass
     return losses, {k: v.clone() for k, v in net.state_dict().items()}
 

@@ -229,9 +229,9 @@ def _tal_np(logits, target, focus, alpha=0.75, gamma=2.0, eps=1.0, dice="one_min
     Returns the loss, or ``(focal part, Dice part)`` when ``parts``.
     """
     total_focal = total_dice = 0.0
-    for xs, gs, As in zip(logits, target, focus):
+    for xs, gs, focus_maps in zip(logits, target, focus):
         focal = inter = sp = sg = 0.0
-        for x, g, a in zip(xs, gs, As):
+        for x, g, a in zip(xs, gs, focus_maps):
             p = _sigmoid(x)
             pt = p * g + (1 - p) * (1 - g)
             w = alpha if a == 1 else 1 - alpha

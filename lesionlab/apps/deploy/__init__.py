@@ -10,6 +10,7 @@ Modules:
   :mod:`~lesionlab.apps.deploy.standalone_check` in an isolated interpreter that cannot import lesionlab.
 * :mod:`~lesionlab.apps.deploy.infer`: :func:`infer_bundle` (the workflow is built once per run).
 """
+from __future__ import annotations
 
 from lesionlab.apps.deploy.archive import ARCHIVE_FORMAT, BundleSource, open_bundle
 from lesionlab.apps.deploy.config import parse_overrides

@@ -154,7 +154,7 @@ def load_state_dict(path: str) -> dict:
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any load failure means the file is not a weights-only checkpoint
+    except Exception as err:  # any load failure means the file is not a weights-only checkpoint
         raise DataError(path, f"not a weights-only PyTorch checkpoint ({type(err).__name__}: {err})") from err
     if isinstance(ckpt, Mapping) and isinstance(ckpt.get("model"), Mapping):
         ckpt = ckpt["model"]

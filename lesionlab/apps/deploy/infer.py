@@ -146,7 +146,7 @@ class CaseSegmenter:
 
     Collects each case's report and wall time for the summary. Any error is re-raised as a
     :class:`LesionlabError` with a one-line reason (:func:`failure_reason`), for
-    :func:`lesionlab.pipelines.batch.run_cases` to record.
+    :func:`lesionlab.pipelines.case_runner.run_cases` to record.
     """
 
     def __init__(self, src: BundleSource, predictor: BundlePredictor, metadata: Mapping, fmt: str, output_dir: str,
@@ -165,14 +165,14 @@ class CaseSegmenter:
             self.reports[case.case_id] = self.segment(case)
         except LesionlabError:
             raise
-        except Exception as err:  # noqa: BLE001 - re-raised with a readable one-line reason
+        except Exception as err:  # re-raised with a readable one-line reason
             raise LesionlabError(failure_reason(err)) from err
         finally:
             self.seconds[case.case_id] = time.time() - t0
 
     def segment(self, case) -> dict[str, Any]:
         """Prepare ``case``, predict, write the output in the requested format and the report; return the report."""
-        import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+        import SimpleITK as sitk
 
         from lesionlab.data.io import prepare_case
 
@@ -193,7 +193,7 @@ class CaseSegmenter:
         return report
 
     def _write_output(self, pred, pred_file: str, prepared, out: str) -> None:
-        from lesionlab.data.dicom import write_dicom_seg
+        from lesionlab.data.dicom_seg import write_dicom_seg
         from lesionlab.data.io import write_seg_nrrd
 
         if self.fmt == "nifti":
@@ -206,7 +206,7 @@ class CaseSegmenter:
                             algorithm_version=str(self.metadata.get("version", "")))
 
     def _report(self, case, prepared, pred, out: str) -> dict[str, Any]:
-        import SimpleITK as sitk  # noqa: N813 - the library's usual alias
+        import SimpleITK as sitk
 
         from lesionlab.data.io import label_volumes_ml
 
@@ -312,7 +312,7 @@ def infer_bundle(
     import torch
 
     from lesionlab.data.io import find_cases
-    from lesionlab.pipelines.batch import run_cases
+    from lesionlab.pipelines.case_runner import run_cases
 
     _check_request(fmt, device)
     overrides = dict(overrides or {})

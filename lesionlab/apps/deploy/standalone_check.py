@@ -11,6 +11,7 @@ only works with lesionlab installed fails here. It uses nothing but the standard
 ``shape``, the ONNX input/output names, the TorchScript's embedded metadata version, errors, and
 ``lesionlab_imported``.
 """
+from __future__ import annotations
 
 import importlib.abc
 import json

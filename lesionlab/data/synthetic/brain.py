@@ -2,7 +2,8 @@
 
 * :func:`_generate_subject` builds one subject from the MNI152 (ICBM 2009a) T1 template that nilearn ships: its own
   smooth random deformation, a multiplicative bias field, Rician noise and one to three T1-hypointense,
-  chronic-stroke-like lesions in parenchyma, away from CSF (``lesions.py``). The ATLAS and ISLES 2015 writers (``atlas.py``, ``isles.py``) use it.
+  chronic-stroke-like lesions in parenchyma, away from CSF (``lesions.py``). The ATLAS and ISLES 2015 writers
+  (``atlas.py``, ``isles.py``) use it.
 * :func:`synth_volume_pair` returns a tiny brain-like volume and its lesion mask in memory, for unit tests.
 
 The data are synthetic: for smoke tests, demos and pipeline checks, never for clinical use or for reporting

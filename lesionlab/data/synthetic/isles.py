@@ -1,4 +1,4 @@
-"""Synthetic ISLES 2015 SISS (T1 only, ``.mha``) data set built from the MNI152 template; see :func:`synth_isles2015`."""
+"""Synthetic ISLES 2015 SISS (T1 only, ``.mha``) data set from the MNI152 template; see :func:`synth_isles2015`."""
 
 from __future__ import annotations
 

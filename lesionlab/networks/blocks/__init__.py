@@ -12,6 +12,7 @@ from .dimension_fusion import (
     SEAddFusion,
     SqueezeExcitation,
 )
+from .dunet_encoder import DUNetEncoder
 from .multiscale import MultiScaleConv, MultiScaleDeconvUpsample
 from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_upsample, prior_location_map
 from .residual_attention import CoarseResidualLearning
@@ -33,4 +34,5 @@ __all__ = [
     "MultiScaleDeconvUpsample",
     "MultiScaleConv",
     "CoarseResidualLearning",
+    "DUNetEncoder",
 ]

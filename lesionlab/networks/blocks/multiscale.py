@@ -48,64 +48,6 @@ def _make_branches(
     )
 
 
-class MultiScaleDeconvUpsample(nn.Module):
-    """Parallel stride-2 transposed convolutions with different kernel sizes, concatenated (MDU, thesis §3.4).
-
-    Du X, Ma K, Song Y. "AGMR-Net: Attention-guided multiscale recovery framework for stroke segmentation." CMIG 101
-    (2022) 102120, https://doi.org/10.1016/j.compmedimag.2022.102120; Ma Kunpeng's thesis (2023) §3.4, Fig. 3.5.
-
-    For an input (B, C_in, *S) every branch ``k`` in ``kernel_sizes`` is a transposed convolution ``C_in -> C'/n``
-    (``n = len(kernel_sizes)``), stride 2, padding ``(k - 1) / 2``, output padding 1 (ambiguity 18: exactly doubles
-    every size for odd ``k``), with bias, followed by normalisation, activation and dropout ("each deconvolution is
-    followed by BatchNorm, ReLU and Dropout"); the branch outputs are concatenated in the order of ``kernel_sizes`` to
-    (B, C', *2S).
-
-    ``C' = C_in`` by default (ambiguity 19): the parameter differences between the thesis's single-kernel variants
-    (Table 3.7) are ``delta(k^2) * sum(C_in * C')`` with ``sum(C_in * C') = 348,160 = 512^2 + 256^2 + 128^2 + 64^2``,
-    i.e. ``C' = C_in`` at every decoder level. Parameters: ``sum_k k^d * C_in * C'/n + C'`` (bias) ``+ 2 C'`` (BN).
-
-    The dropout rate is not given in the thesis (ambiguity 17); the default 0.1 is a mild rate that keeps the
-    regularisation the thesis asks for without starving the decoder (the encoder's dropout is 0.3).
-
-    Args:
-        spatial_dims: number of spatial dimensions. Defaults to 2.
-        in_channels: input channels ``C_in``.
-        out_channels: output channels ``C'``, a multiple of ``len(kernel_sizes)``; defaults to ``in_channels``.
-        kernel_sizes: odd kernel sizes of the parallel branches. Defaults to ``(3, 5, 7, 9)``; ``(k,)`` or ``(k,) * 4``
-            give the single-size variants of Table 3.7 (same parameter count either way).
-        dropout: dropout rate after each branch's activation. Defaults to 0.1.
-        act: activation. Defaults to ReLU.
-        norm: normalisation. Defaults to batch norm.
-
-    Example::
-
-        >>> mdu = MultiScaleDeconvUpsample(2, 512)
-        >>> mdu(torch.randn(2, 512, 12, 12)).shape
-        torch.Size([2, 512, 24, 24])
-    """
-
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 64,
-        out_channels: int | None = None,
-        kernel_sizes: Sequence[int] = (3, 5, 7, 9),
-        dropout: float = 0.1,
-        act: str | tuple = "relu",
-        norm: str | tuple = "batch",
-    ) -> None:
-        super().__init__()
-        kernel_sizes, out_channels = _check_args(in_channels, out_channels, kernel_sizes, dropout)
-        self.kernel_sizes = kernel_sizes
-        self.out_channels = out_channels
-        self.branches = _make_branches(spatial_dims, in_channels, out_channels, kernel_sizes, dropout, act, norm,
-                                       transposed=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, C_in, *S); returns (B, C', *2S), the branches concatenated in the order of ``kernel_sizes``."""
-        return torch.cat([branch(x) for branch in self.branches], dim=1)
-
-
 class MultiScaleConv(nn.Module):
     """Same-resolution form of the MDU: parallel stride-1 convolutions with different kernel sizes, concatenated.
 
@@ -133,6 +75,9 @@ class MultiScaleConv(nn.Module):
         torch.Size([2, 64, 24, 20])
     """
 
+    #: stride-2 transposed convolutions (``MultiScaleDeconvUpsample``) or stride-1 convolutions
+    transposed = False
+
     def __init__(
         self,
         spatial_dims: int = 2,
@@ -148,8 +93,41 @@ class MultiScaleConv(nn.Module):
         self.kernel_sizes = kernel_sizes
         self.out_channels = out_channels
         self.branches = _make_branches(spatial_dims, in_channels, out_channels, kernel_sizes, dropout, act, norm,
-                                       transposed=False)
+                                       transposed=self.transposed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, C_in, *S); returns (B, C', *S), the branches concatenated in the order of ``kernel_sizes``."""
+        """``x``: (B, C_in, *S); returns (B, C', *S) (``*2S`` when transposed), the branches concatenated in the order
+        of ``kernel_sizes``."""
         return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+class MultiScaleDeconvUpsample(MultiScaleConv):
+    """Parallel stride-2 transposed convolutions with different kernel sizes, concatenated (MDU, thesis §3.4).
+
+    Du X, Ma K, Song Y. "AGMR-Net: Attention-guided multiscale recovery framework for stroke segmentation." CMIG 101
+    (2022) 102120, https://doi.org/10.1016/j.compmedimag.2022.102120; Ma Kunpeng's thesis (2023) §3.4, Fig. 3.5.
+
+    For an input (B, C_in, *S) every branch ``k`` in ``kernel_sizes`` is a transposed convolution ``C_in -> C'/n``
+    (``n = len(kernel_sizes)``), stride 2, padding ``(k - 1) / 2``, output padding 1 (ambiguity 18: exactly doubles
+    every size for odd ``k``), with bias, followed by normalisation, activation and dropout ("each deconvolution is
+    followed by BatchNorm, ReLU and Dropout"); the branch outputs are concatenated in the order of ``kernel_sizes`` to
+    (B, C', *2S).
+
+    ``C' = C_in`` by default (ambiguity 19): the parameter differences between the thesis's single-kernel variants
+    (Table 3.7) are ``delta(k^2) * sum(C_in * C')`` with ``sum(C_in * C') = 348,160 = 512^2 + 256^2 + 128^2 + 64^2``,
+    i.e. ``C' = C_in`` at every decoder level. Parameters: ``sum_k k^d * C_in * C'/n + C'`` (bias) ``+ 2 C'`` (BN).
+
+    The dropout rate is not given in the thesis (ambiguity 17); the default 0.1 is a mild rate that keeps the
+    regularisation the thesis asks for without starving the decoder (the encoder's dropout is 0.3).
+
+    Arguments as :class:`MultiScaleConv`; ``kernel_sizes`` ``(k,)`` or ``(k,) * 4`` give the single-size variants of
+    Table 3.7 (same parameter count either way).
+
+    Example::
+
+        >>> mdu = MultiScaleDeconvUpsample(2, 512)
+        >>> mdu(torch.randn(2, 512, 12, 12)).shape
+        torch.Size([2, 512, 24, 24])
+    """
+
+    transposed = True

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .agmr_net import AGMREncoder, AGMRNet, split_train_output
+from .agmr_net import AGMRNet
 from .dunet import DUNet
+from .slice_stack import split_train_output
 from .tsrl_net import TSRLNet
 
-__all__ = ["DUNet", "AGMRNet", "AGMREncoder", "TSRLNet", "split_train_output"]
+__all__ = ["DUNet", "AGMRNet", "TSRLNet", "split_train_output"]

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv
 
-from lesionlab.networks.blocks import DoubleConv, SEAddFusion, UpConv
+from lesionlab.networks.blocks import DoubleConv, DUNetEncoder, UpConv
+from lesionlab.networks.nets.slice_stack import check_fusion, check_odd_kernel, check_slice_stack
 
 __all__ = ["DUNet"]
 
@@ -20,15 +21,19 @@ class DUNet(nn.Module):
     segmentation." IEEE/ACM TCBB 18(3), 2021. https://doi.org/10.1109/TCBB.2019.2939522. Re-run as the baseline of
     Ma Kunpeng's thesis (seed 002), Table 3.1 row 1 and Table 4.3 (9,503,779 parameters).
 
-    Mapping to the paper (seed 002 §3.0):
-        - 2D encoder "E_Block" stages 1-5 -> ``self.enc2d`` (``DoubleConv``, i.e. BN_block; 2x2 max-pool between
-          stages; dropout 0.3 after stages 4 and 5).
-        - 3D encoder "3D_Block" stages 1-3 -> ``self.enc3d`` on the stack seen as a volume ``(B, 1, S, H, W)``.
-        - fusion "D_SE_Add" at stages 2 and 3 -> ``self.fusion`` (:class:`SEAddFusion`: 1x1x1 Conv3d to one channel,
-          slices to channels, 3x3 Conv2d + ReLU, SE on both branches, bias-free, ratio 16, then add). Stage 1 has no
-          fusion (commented out in the original code).
+    Mapping to the paper (seed 002 §3.0); the encoder is :class:`~lesionlab.networks.blocks.DUNetEncoder`, shared
+    with AGMR-Net and TSRL-Net:
+        - 2D encoder "E_Block" stages 1-5 -> ``self.encoder.enc2d`` (``DoubleConv``, i.e. BN_block; 2x2 max-pool
+          between stages; dropout 0.3 after stages 4 and 5).
+        - 3D encoder "3D_Block" stages 1-3 -> ``self.encoder.enc3d`` on the stack seen as a volume ``(B, 1, S, H, W)``.
+        - fusion "D_SE_Add" at stages 2 and 3 -> ``self.encoder.fusion`` (:class:`SEAddFusion`: 1x1x1 Conv3d to one
+          channel, slices to channels, 3x3 Conv2d + ReLU, SE on both branches, bias-free, ratio 16, then add). Stage 1
+          has no fusion (commented out in the original code).
         - decoder x4 -> ``self.decoder`` (3x3 stride-2 transposed conv + ReLU to ``c`` channels, concatenate the
           skip, BN_block ``2c -> c``, with c = 256, 128, 64, 32); head 1x1 conv -> ``self.head``.
+
+    Checkpoints written before the encoder was shared (keys ``enc2d.*``, ``enc3d.*``, ``fusion.*``) load: the keys
+    are moved under ``encoder.`` on load.
 
     Deviations and decisions: the original Keras code up-samples with ``UpSampling2D`` + 2x2 conv (8,633,379
     parameters); the thesis's count is reproduced exactly only with a 3x3 up-convolution, which is used here. The
@@ -72,53 +77,31 @@ class DUNet(nn.Module):
         norm: str | tuple = "batch",
     ) -> None:
         super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"DUNet segments 2D slices from a slice stack: spatial_dims must be 2, got {spatial_dims}.")
-        if in_channels < 4 or in_channels % 4:
-            raise ValueError(f"in_channels (number of stacked slices) must be a positive multiple of 4, got {in_channels}.")
-        if out_channels < 1:
-            raise ValueError(f"out_channels must be >= 1, got {out_channels}.")
-        features = tuple(int(f) for f in features)
-        if len(features) != 5 or min(features) < 1:
-            raise ValueError(f"features must be 5 positive channel counts, got {features}.")
-        for f in features[1:3]:
-            if f // fusion_reduction < 1:
-                raise ValueError(f"fusion_reduction={fusion_reduction} is too large for a fusion stage of {f} channels.")
+        features = check_slice_stack(spatial_dims, in_channels, out_channels, features)
+        check_fusion("se_add", features, 8, "separate", fusion_reduction)
+        check_odd_kernel("up_kernel_size", up_kernel_size)
         self.in_channels = in_channels
-
-        self.pool2d = Pool[Pool.MAX, 2](kernel_size=2)
-        self.pool3d = Pool[Pool.MAX, 3](kernel_size=2)
-        chans = (in_channels,) + features
-        self.enc2d = nn.ModuleList(
-            [DoubleConv(2, chans[i], chans[i + 1], act=act, norm=norm, dropout=dropout if i >= 3 else 0.0)
-             for i in range(5)]
-        )
-        chans3d = (1,) + features[:3]
-        self.enc3d = nn.ModuleList([DoubleConv(3, chans3d[i], chans3d[i + 1], act=act, norm=norm) for i in range(3)])
-        # slice depth of the 3D feature at stages 2 and 3: S/2 and S/4
-        self.fusion = nn.ModuleList(
-            [SEAddFusion(features[i], in_channels // 2**i, fusion_reduction, act=act) for i in (1, 2)]
-        )
+        self.encoder = DUNetEncoder(in_channels, features, attention="none", fusion="se_add",
+                                    fusion_reduction=fusion_reduction, dropout=dropout, act=act, norm=norm)
         self.decoder = nn.ModuleList(
             [_DecoderBlock(features[i], features[i - 1], up_kernel_size, act, norm) for i in (4, 3, 2, 1)]
         )
         self.head = Conv[Conv.CONV, 2](features[0], out_channels, kernel_size=1)
+        self._register_load_state_dict_pre_hook(_prefix_encoder_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, S, H, W) slice stack; returns logits (B, out_channels, H, W) of the centre slice."""
-        # 3D branch: the same stack as a one-channel volume (B, 1, S, H, W)
-        t1 = self.enc3d[0](x.unsqueeze(1))
-        t2 = self.enc3d[1](self.pool3d(t1))
-        t3 = self.enc3d[2](self.pool3d(t2))
-        e1 = self.enc2d[0](x)
-        e2 = self.fusion[0](t2, self.enc2d[1](self.pool2d(e1)))
-        e3 = self.fusion[1](t3, self.enc2d[2](self.pool2d(e2)))
-        e4 = self.enc2d[3](self.pool2d(e3))
-        f = self.enc2d[4](self.pool2d(e4))
-        skips = [e4, e3, e2, e1]
+        skips, f, _ = self.encoder(x)
         for i, block in enumerate(self.decoder):
-            f = block(f, skips[i])
+            f = block(f, skips[3 - i])
         return self.head(f)
+
+
+def _prefix_encoder_keys(state_dict, prefix, *args) -> None:
+    """Checkpoints written before D-UNet shared its encoder (``enc2d.*``, ``enc3d.*``, ``fusion.*`` at the top level)
+    load into ``encoder.*``."""
+    for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in ("enc2d.", "enc3d.", "fusion.")))]:
+        state_dict[prefix + "encoder." + key[len(prefix):]] = state_dict.pop(key)
 
 
 class _DecoderBlock(nn.Module):

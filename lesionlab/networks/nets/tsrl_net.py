@@ -12,13 +12,27 @@ from monai.networks.layers.factories import Conv
 from lesionlab.networks.blocks import (
     CoarseResidualLearning,
     DoubleConv,
+    DUNetEncoder,
     MultiScaleDeconvUpsample,
     UpConv,
     block_upsample,
 )
-from lesionlab.networks.nets.agmr_net import AGMREncoder, _check_common_args, _check_fusion_args, split_train_output
+from lesionlab.networks.nets.slice_stack import (
+    check_choice,
+    check_encoder,
+    check_slice_stack,
+    check_upsampling,
+    split_train_output,
+)
 
-__all__ = ["TSRLNet"]
+__all__ = ["TSRLNet", "RESIDUAL_ATTENTIONS", "UPSAMPLINGS", "SKIP_MODES"]
+
+#: values of ``residual_attention``: CRL (RA + PA, §4.2), reverse attention only, positive attention only, none
+RESIDUAL_ATTENTIONS = ("crl", "ra", "pa", "none")
+#: values of ``mdu``: deconvolution upsampling with ``C' = C_in`` (``mdu_kernels``), or D-UNet's up-convolution
+UPSAMPLINGS = ("decoder", "none")
+#: values of ``skip_mode``: ``[up, O_n]`` or ``[up, C_n, O_n]``
+SKIP_MODES = ("replace", "both")
 
 
 class _TSRLDecoderBlock(nn.Module):
@@ -29,8 +43,9 @@ class _TSRLDecoderBlock(nn.Module):
         in_channels: int,
         skip_channels: int,
         out_channels: int,
+        *,
         num_classes: int,
-        use_mdu: bool,
+        mdu: str,
         mdu_kernels: Sequence[int],
         mdu_dropout: float,
         up_kernel_size: int,
@@ -42,7 +57,7 @@ class _TSRLDecoderBlock(nn.Module):
         norm: str | tuple,
     ) -> None:
         super().__init__()
-        if use_mdu:  # C' = C_in, as AGMR-Net's MDU
+        if mdu == "decoder":  # C' = C_in, as AGMR-Net's MDU
             self.up: nn.Module = MultiScaleDeconvUpsample(2, in_channels, in_channels, mdu_kernels, mdu_dropout, act,
                                                           norm)
             up_channels = in_channels
@@ -96,7 +111,7 @@ class TSRLNet(nn.Module):
 
     Mapping to the thesis (Fig. 4.1 itself is not available; seed_002.md §3.2):
         - E_Block / 3D_Block encoders with CPA at every 2D stage and CFF at stages 2, 3 (AGMR-Net's encoder, §4.1)
-          -> ``self.encoder`` (:class:`~lesionlab.networks.nets.agmr_net.AGMREncoder`);
+          -> ``self.encoder`` (:class:`~lesionlab.networks.blocks.DUNetEncoder` with ``attention="cpa"``);
         - "each upsampling also outputs a side-output prediction map": a 1 x 1 conv head on the upsampled feature of
           decoder level n (n = 1 coarsest, 24 x 24 at 192 input, ... n = 4, 192 x 192) -> ``self.decoder[n].side_head``,
           giving the side logits and ``P_n`` = sigmoid (one class) or 1 - softmax background (several);
@@ -108,9 +123,9 @@ class TSRLNet(nn.Module):
 
     Decisions on the thesis's gaps (seed_002.md §9; the encoder's decisions 7-16 are those of ``AGMRNet``):
         - 22: what replaces AGMR-Net's MDU is not stated. Default: a single 3 x 3 stride-2 deconvolution with
-          ``C' = C_in`` plus BN, ReLU and dropout, i.e. AGMR-Net's "Size = 3" upsampling (``use_mdu=True``,
+          ``C' = C_in`` plus BN, ReLU and dropout, i.e. AGMR-Net's "Size = 3" upsampling (``mdu="decoder"``,
           ``mdu_kernels=(3,)``), because the thesis's TSRL-Net count (12,854,496) is AGMR-Net "Size = 3" (12,658,163)
-          plus 196,333, whereas D-UNet's up-convolution would put it near 9.5 M. ``use_mdu=False`` gives D-UNet's
+          plus 196,333, whereas D-UNet's up-convolution would put it near 9.5 M. ``mdu="none"`` gives D-UNet's
           up-convolution (Table 4.1's baseline is "AGMR-Net without MDU");
         - 23: side heads are 1 x 1 convolutions ``C' -> out_channels`` (with bias) on the upsampled feature;
         - 24: ``P_n`` is that side output (same resolution as ``C_n``), not the previous decoder output upsampled;
@@ -124,8 +139,8 @@ class TSRLNet(nn.Module):
         - 30: four side outputs (one per upsampling, Eq. 4.8); the fifth "side output" of Fig. 4.9 is the final output.
 
     Ablations as arguments: ``residual_attention`` = ``"crl"`` (RA + PA), ``"ra"`` (Table 4.7 "+ Reverse Attention"),
-    ``"pa"`` or ``"none"`` (Table 4.1's baseline; with ``deep_supervision=False`` and ``use_mdu=False`` it is
-    ``AGMRNet(use_mdu=False)``, 9,521,201 parameters).
+    ``"pa"`` or ``"none"`` (Table 4.1's baseline; with ``deep_supervision=False`` and ``mdu="none"`` it is
+    ``AGMRNet(mdu="none")``, 9,521,201 parameters).
 
     Parameter count: 11,874,645 with the defaults against the thesis's 12,854,496 (Table 4.3); the gap is 979,851 =
     784,482 (AGMR-Net's constant gap, see ``AGMRNet``) + 195,369 (the thesis's TSRL-minus-AGMR(Size = 3) difference,
@@ -157,17 +172,17 @@ class TSRLNet(nn.Module):
         deep_supervision: return the four side outputs in train mode. Defaults to True.
         detach_attention: detach ``P_n`` and ``CPA_5`` inside CRL. Defaults to False.
         skip_mode: ``"replace"`` (``[up, O_n]``) or ``"both"`` (``[up, C_n, O_n]``). Defaults to ``"replace"``.
-        use_cff: CFF (True) or D-UNet's SE-add (False) at stages 2 and 3. Defaults to True.
-        use_mdu: deconvolution upsampling with ``C' = C_in`` and ``mdu_kernels`` (True) or D-UNet's up-convolution
-            (False). Defaults to True.
+        fusion: 2D/3D fusion at stages 2 and 3, as ``AGMRNet``'s (``"cff"``, ``"se_add"``, ...). Defaults to ``"cff"``.
+        mdu: ``"decoder"`` (deconvolution upsampling with ``C' = C_in`` and ``mdu_kernels``) or ``"none"`` (D-UNet's
+            up-convolution). Defaults to ``"decoder"``.
         mdu_kernels: kernel sizes of the upsampling deconvolutions. Defaults to ``(3,)``.
         mdu_dropout: dropout after each deconvolution branch. Defaults to 0.1.
         cff_reduction: CFF reduction rate. Defaults to 8.
         cff_mlp_layout: ``"separate"`` or ``"shared"``. Defaults to ``"separate"``.
         cpa_grid: CPA patches per axis. Defaults to 6.
-        fusion_reduction: SE ratio when ``use_cff=False``. Defaults to 16.
+        fusion_reduction: SE ratio when ``fusion="se_add"``. Defaults to 16.
         dropout: dropout after encoder stages 4 and 5. Defaults to 0.3.
-        up_kernel_size: kernel of D-UNet's up-convolution when ``use_mdu=False``. Defaults to 3.
+        up_kernel_size: kernel of D-UNet's up-convolution when ``mdu="none"``. Defaults to 3.
         act: activation. Defaults to ReLU.
         norm: normalisation. Defaults to batch norm.
 
@@ -192,8 +207,8 @@ class TSRLNet(nn.Module):
         deep_supervision: bool = True,
         detach_attention: bool = False,
         skip_mode: str = "replace",
-        use_cff: bool = True,
-        use_mdu: bool = True,
+        fusion: str = "cff",
+        mdu: str = "decoder",
         mdu_kernels: Sequence[int] = (3,),
         mdu_dropout: float = 0.1,
         cff_reduction: int = 8,
@@ -206,28 +221,32 @@ class TSRLNet(nn.Module):
         norm: str | tuple = "batch",
     ) -> None:
         super().__init__()
-        feats = _check_common_args(spatial_dims, in_channels, out_channels, features, cpa_grid, dropout, mdu_dropout,
-                                   mdu_kernels, use_mdu, skip_mode, ("replace", "both"))
-        _check_fusion_args(feats, use_cff, cff_reduction, cff_mlp_layout, fusion_reduction)
-        if residual_attention not in ("crl", "ra", "pa", "none"):
-            raise ValueError(f"residual_attention must be 'crl', 'ra', 'pa' or 'none', got {residual_attention!r}.")
+        feats = check_slice_stack(spatial_dims, in_channels, out_channels, features)
+        check_choice("residual_attention", residual_attention, RESIDUAL_ATTENTIONS)
+        check_choice("skip_mode", skip_mode, SKIP_MODES)
+        check_choice("mdu", mdu, UPSAMPLINGS)
         if skip_mode == "both" and residual_attention == "none":
             raise ValueError("skip_mode='both' needs residual attention (no O_n with residual_attention='none').")
-        if not use_mdu and (up_kernel_size < 1 or up_kernel_size % 2 == 0):
-            raise ValueError(f"up_kernel_size must be a positive odd integer, got {up_kernel_size}.")
+        check_encoder(feats, fusion, cff_reduction, cff_mlp_layout, fusion_reduction, cpa_grid, dropout)
+        mdu_kernels = check_upsampling(mdu, mdu_kernels, mdu_dropout, up_kernel_size, feats)
         self.out_channels = out_channels
         self.deep_supervision = deep_supervision
         self.num_side = 4 if deep_supervision else 0
         self.num_cpa = 5
         # the side heads exist when they are returned or when reverse attention needs P_n
         with_head = deep_supervision or residual_attention in ("crl", "ra")
-        self.encoder = AGMREncoder(in_channels, feats, True, use_cff, cpa_grid, cff_reduction, cff_mlp_layout,
-                                   fusion_reduction, dropout, False, act, norm)
+        self.encoder = DUNetEncoder(
+            in_channels, feats, attention="cpa", fusion=fusion, cpa_grid=cpa_grid, cff_reduction=cff_reduction,
+            cff_mlp_layout=cff_mlp_layout, fusion_reduction=fusion_reduction, dropout=dropout, act=act, norm=norm,
+        )
         self.decoder = nn.ModuleList(
             [
-                _TSRLDecoderBlock(feats[i], feats[i - 1], feats[i - 1], out_channels, use_mdu, mdu_kernels,
-                                  mdu_dropout, up_kernel_size, with_head, residual_attention, detach_attention,
-                                  skip_mode == "both", act, norm)
+                _TSRLDecoderBlock(
+                    feats[i], feats[i - 1], feats[i - 1], num_classes=out_channels, mdu=mdu, mdu_kernels=mdu_kernels,
+                    mdu_dropout=mdu_dropout, up_kernel_size=up_kernel_size, with_head=with_head,
+                    attention=residual_attention, detach_attention=detach_attention,
+                    keep_plain_skip=skip_mode == "both", act=act, norm=norm,
+                )
                 for i in (4, 3, 2, 1)
             ]
         )

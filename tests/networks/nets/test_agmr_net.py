@@ -1,8 +1,10 @@
-"""Tests of ``lesionlab.networks.nets.AGMRNet`` (shape, train-mode layout, backward, TorchScript, arguments, counts)."""
+"""Tests of ``lesionlab.networks.nets.AGMRNet`` specific to the paper: the train-mode output layout, parameter counts
+and MACs against the thesis (Tables 3.1, 3.4-3.8, 4.3), equality with D-UNet, the comparison rows' modules. Shapes,
+gradients, TorchScript (eval and train), ONNX and invalid arguments are in the shared network matrix
+(``tests/networks/matrix/cases_stroke.py``)."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import unittest
 
@@ -12,7 +14,7 @@ from parameterized import parameterized
 
 from lesionlab.networks.blocks import block_upsample
 from lesionlab.networks.nets import AGMRNet, DUNet, split_train_output
-from tests.utils import check_backward, check_shape, check_torchscript, count_parameters, make_inputs
+from tests.utils import check_shape, count_parameters, make_inputs
 
 # small widths and a 2 x 2 CPA grid so that 32 x 32 inputs work (H, W multiples of 16 * grid)
 SMALL = {"features": (4, 8, 16, 32, 64), "cpa_grid": 2, "fusion_reduction": 4}
@@ -23,45 +25,6 @@ THESIS = {(3, 5, 7, 9): 23_799_283, (3,): 12_658_163, (5,): 18_228_723, (7,): 26
 GAP = {"attended": 784_482, "attended+raw": 1_122}
 SUM_9C2 = 9 * (256**2 + 128**2 + 64**2 + 32**2)  # 783,360: one more c-channel input per decoder block's first conv
 DUNET_PARAMS = 9_503_779
-
-# eval-mode shape cases: [kwargs, input shape, expected shape], built by loops over the module switches
-CASES_SHAPE = []
-for _cpa, _cff, _mdu in itertools.product((False, True), repeat=3):
-    CASES_SHAPE.append(
-        [{"use_cpa": _cpa, "use_cff": _cff, "use_mdu": _mdu, "out_channels": 2, **SMALL}, (2, 4, 32, 64),
-         (2, 2, 32, 64)]
-    )
-CASES_SHAPE += [
-    [{"in_channels": 8, **SMALL}, (1, 8, 64, 32), (1, 1, 64, 32)],
-    [{"mdu_kernels": (3,), **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
-    [{"mdu_kernels": (5, 7), **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
-    [{"skip_mode": "attended+raw", **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
-    [{"cff_mlp_layout": "shared", "cff_reduction": 16, **SMALL}, (1, 4, 32, 32), (1, 1, 32, 32)],
-    [{"features": (4, 8, 16, 32, 64)}, (1, 4, 96, 96), (1, 1, 96, 96)],  # default 6 x 6 grid: multiples of 96
-    [{}, (1, 4, 192, 192), (1, 1, 192, 192)],  # the paper's configuration, once
-]
-
-CASES_ILL = [
-    [{"spatial_dims": 3}],
-    [{"in_channels": 3}],
-    [{"in_channels": 6}],
-    [{"out_channels": 0}],
-    [{"features": (32, 64, 128, 256)}],
-    [{"features": (32, 64, 0, 256, 512)}],
-    [{"features": (32, 64, 128, 256, 510)}],  # 510 is not a multiple of the 4 MDU branches
-    [{"mdu_kernels": (3, 4)}],
-    [{"mdu_kernels": ()}],
-    [{"mdu_dropout": 1.0}],
-    [{"dropout": -0.1}],
-    [{"cpa_grid": 0}],
-    [{"cff_reduction": 0}],
-    [{"cff_reduction": 65}],  # 64 // 65 == 0 at stage 2 with separate MLPs
-    [{"cff_mlp_layout": "concat"}],
-    [{"use_cff": False, "fusion_reduction": 65}],
-    [{"use_mdu": False, "up_kernel_size": 2}],
-    [{"skip_mode": "raw"}],
-]
-
 
 def _count(**kwargs) -> int:
     """Parameters of ``AGMRNet(**kwargs)`` built on the meta device (no memory, no initialisation cost)."""
@@ -110,13 +73,10 @@ class _LegacyMACs:
 
 
 class TestAGMRNet(unittest.TestCase):
-    @parameterized.expand(CASES_SHAPE)
-    def test_shape(self, kwargs: dict, input_shape: tuple[int, ...], expected_shape: tuple[int, ...]) -> None:
-        check_shape(AGMRNet(**kwargs), input_shape, expected_shape)
-
     @parameterized.expand([[True, 2], [False, 1]])
     def test_train_output(self, use_cpa: bool, out_channels: int) -> None:
-        net = AGMRNet(out_channels=out_channels, use_cpa=use_cpa, **SMALL, **NO_DROPOUT).train()
+        attention = "cpa" if use_cpa else "none"
+        net = AGMRNet(out_channels=out_channels, encoder_attention=attention, **SMALL, **NO_DROPOUT).train()
         x = make_inputs((2, 4, 64, 32))[0]
         out = net(x)
         n_cpa = 5 if use_cpa else 0
@@ -145,32 +105,6 @@ class TestAGMRNet(unittest.TestCase):
         with self.assertRaises(ValueError):
             split_train_output(t[:, :3], out_channels=1, num_side=2)
 
-    @parameterized.expand(
-        [[{**SMALL}], [{"use_cpa": False, "use_cff": False, "use_mdu": False, **SMALL}],
-         [{"skip_mode": "attended+raw", "cff_mlp_layout": "shared", "cff_reduction": 4, **SMALL}],
-         [{"use_cpa": True, "use_cff": False, "use_mdu": False, "in_channels": 8, **SMALL}]]
-    )
-    def test_backward(self, kwargs: dict) -> None:
-        # the CPA FC layers get gradients both through A * F + F and through the CPA channels of the output
-        check_backward(AGMRNet(**kwargs), (2, kwargs.get("in_channels", 4), 32, 32))
-
-    def test_script_eval(self) -> None:
-        check_torchscript(AGMRNet(out_channels=2, **SMALL), (2, 4, 32, 32))
-        check_torchscript(AGMRNet(use_cpa=False, use_cff=False, use_mdu=False, **SMALL), (1, 4, 32, 32))
-
-    def test_script_train(self) -> None:
-        x = make_inputs((2, 4, 32, 32))[0]
-        loaded = check_torchscript(AGMRNet(**SMALL, **NO_DROPOUT), (2, 4, 32, 32), train=True)
-        with torch.no_grad():
-            self.assertEqual(tuple(loaded(x).shape), (2, 6, 32, 32))
-        loaded.eval()
-        self.assertEqual(tuple(loaded(x).shape), (2, 1, 32, 32))
-
-    @parameterized.expand(CASES_ILL)
-    def test_ill_arg(self, kwargs: dict) -> None:
-        with self.assertRaises(ValueError):
-            AGMRNet(**kwargs)
-
     def test_size_constraint(self) -> None:
         net = AGMRNet(features=(4, 8, 16, 32, 64)).eval()  # 6 x 6 grid: H, W multiples of 96
         with torch.no_grad(), self.assertRaises(ValueError):
@@ -191,21 +125,20 @@ class TestAGMRNet(unittest.TestCase):
 
     def test_parameter_counts_ablations(self) -> None:
         # Table 3.1 rows; all modules off is D-UNet, CPA + CFF is Table 4.1's baseline
-        self.assertEqual(_count(use_cpa=False, use_cff=False, use_mdu=False), DUNET_PARAMS)
-        self.assertEqual(_count(use_mdu=False), 9_521_201)
-        self.assertEqual(_count(use_cff=False, use_mdu=False), DUNET_PARAMS + 5 * 1350)
-        self.assertEqual(_count(use_cpa=False, use_mdu=False), DUNET_PARAMS - 5120 + 15792)
+        self.assertEqual(_count(encoder_attention="none", fusion="se_add", mdu="none"), DUNET_PARAMS)
+        self.assertEqual(_count(mdu="none"), 9_521_201)
+        self.assertEqual(_count(fusion="se_add", mdu="none"), DUNET_PARAMS + 5 * 1350)
+        self.assertEqual(_count(encoder_attention="none", mdu="none"), DUNET_PARAMS - 5120 + 15792)
         # shared CFF MLPs: 5,120 more (see CrossDimensionFusion)
         self.assertEqual(_count(cff_mlp_layout="shared") - _count(), 5120)
 
     def test_equals_dunet(self) -> None:
-        # with every module off AGMR-Net is D-UNet: D-UNet's weights load (keys prefixed) and the outputs match
+        # with every module off AGMR-Net is D-UNet (the same encoder): D-UNet's state dict loads as it is and the
+        # outputs match
         kwargs = {"features": (4, 8, 16, 32, 64), "fusion_reduction": 4}
         dunet = DUNet(**kwargs).eval()
-        agmr = AGMRNet(use_cpa=False, use_cff=False, use_mdu=False, **kwargs).eval()
-        prefixed = ("enc2d.", "enc3d.", "fusion.")
-        state = {("encoder." + k if k.startswith(prefixed) else k): v for k, v in dunet.state_dict().items()}
-        agmr.load_state_dict(state, strict=True)
+        agmr = AGMRNet(encoder_attention="none", fusion="se_add", mdu="none", **kwargs).eval()
+        agmr.load_state_dict(dunet.state_dict(), strict=True)
         x = make_inputs((2, 4, 32, 48))[0]
         with torch.no_grad():
             torch.testing.assert_close(agmr(x), dunet(x))
@@ -214,8 +147,8 @@ class TestAGMRNet(unittest.TestCase):
         # thop-legacy MACs (see AGMRNet's docstring): D-UNet's figure exactly, AGMR-Net's within the documented gaps
         thesis = 42_872_026_884
         results = {}
-        for name, kwargs in (("dunet", {"use_cpa": False, "use_cff": False, "use_mdu": False}), ("default", {}),
-                             ("raw", {"skip_mode": "attended+raw"})):
+        dunet = {"encoder_attention": "none", "fusion": "se_add", "mdu": "none"}
+        for name, kwargs in (("dunet", dunet), ("default", {}), ("raw", {"skip_mode": "attended+raw"})):
             with torch.device("meta"):
                 net = AGMRNet(**kwargs).eval()
             counter = _LegacyMACs(net)
@@ -236,21 +169,21 @@ class TestAGMRNet(unittest.TestCase):
 
 # the other comparison rows (Tables 3.4, 3.5, 3.8) as constructor options: [name, kwargs, CPA channels in train mode]
 NEW_OPTIONS = [
-    ["fine", {"encoder_attention": "fine", "use_cff": False, "use_mdu": False}, 0],  # Table 3.4 "D-UNet + FA"
+    ["fine", {"encoder_attention": "fine", "fusion": "se_add", "mdu": "none"}, 0],  # Table 3.4 "D-UNet + FA"
     ["fine_full", {"encoder_attention": "fine"}, 0],
     ["no_attention", {"encoder_attention": "none"}, 0],
     ["add", {"fusion": "add"}, 5],  # Table 3.5
     ["concat", {"fusion": "concat"}, 5],
     ["cff_concat", {"fusion": "cff_concat"}, 5],
     ["se_add", {"fusion": "se_add"}, 5],
-    ["mdu_encoder", {"mdu_position": "encoder"}, 5],  # Table 3.8
-    ["mdu_skip", {"mdu_position": "skip"}, 5],
-    ["mdu_skip_raw", {"mdu_position": "skip", "skip_mode": "attended+raw"}, 5],
+    ["mdu_encoder", {"mdu": "encoder"}, 5],  # Table 3.8
+    ["mdu_skip", {"mdu": "skip"}, 5],
+    ["mdu_skip_raw", {"mdu": "skip", "skip_mode": "attended+raw"}, 5],
 ]
 
 
 class TestAGMRNetComparisonRows(unittest.TestCase):
-    """``encoder_attention``, ``fusion`` and ``mdu_position``: Tables 3.4, 3.5 and 3.8 by constructor arguments."""
+    """``encoder_attention``, ``fusion`` and ``mdu``: Tables 3.4, 3.5 and 3.8 by constructor arguments."""
 
     @parameterized.expand(NEW_OPTIONS)
     def test_shape_eval_and_train(self, _name: str, kwargs: dict, n_cpa: int) -> None:
@@ -261,14 +194,6 @@ class TestAGMRNetComparisonRows(unittest.TestCase):
         self.assertEqual(tuple(out.shape), (2, 2 + n_cpa, 32, 64))
         self.assertEqual(net.num_cpa, n_cpa)
 
-    @parameterized.expand(NEW_OPTIONS)
-    def test_backward(self, _name: str, kwargs: dict, _n_cpa: int) -> None:
-        check_backward(AGMRNet(**kwargs, **SMALL), (2, 4, 32, 32))
-
-    @parameterized.expand(NEW_OPTIONS)
-    def test_script(self, _name: str, kwargs: dict, _n_cpa: int) -> None:
-        check_torchscript(AGMRNet(**kwargs, **SMALL), (1, 4, 32, 32))
-
     def test_fine_attention_any_multiple_of_16(self) -> None:
         # no patch grid: the CPA size constraint (multiples of 16 * grid) does not apply
         net = AGMRNet(encoder_attention="fine", features=(4, 8, 16, 32, 64)).eval()
@@ -278,60 +203,39 @@ class TestAGMRNetComparisonRows(unittest.TestCase):
     def test_modules(self) -> None:
         from lesionlab.networks.blocks import CoarsePatchAttention, CrossDimensionFusion, SEAddFusion, UpConv
         from lesionlab.networks.blocks.dimension_fusion import AddFusion, CFFConcatFusion, ConcatFusion
-        from lesionlab.networks.blocks.multiscale import MultiScaleConv
         from lesionlab.networks.blocks.patch_attention import FineSpatialAttention
 
         net = AGMRNet(encoder_attention="fine", **SMALL)
-        self.assertTrue(all(isinstance(m, FineSpatialAttention) for m in net.encoder.cpa))
-        self.assertTrue(all(isinstance(m, CoarsePatchAttention) for m in AGMRNet(**SMALL).encoder.cpa))
+        self.assertTrue(all(isinstance(m, FineSpatialAttention) for m in net.encoder.attention))
+        self.assertTrue(all(isinstance(m, CoarsePatchAttention) for m in AGMRNet(**SMALL).encoder.attention))
         for fusion, cls in (("cff", CrossDimensionFusion), ("add", AddFusion), ("concat", ConcatFusion),
                             ("cff_concat", CFFConcatFusion), ("se_add", SEAddFusion)):
             self.assertTrue(all(type(m) is cls for m in AGMRNet(fusion=fusion, **SMALL).encoder.fusion), fusion)
-        enc = AGMRNet(mdu_position="encoder", **SMALL)
+        enc = AGMRNet(mdu="encoder", **SMALL)
         self.assertEqual([m.out_channels for m in enc.encoder.stage_mdu], [4, 8, 16, 32])
         self.assertTrue(all(isinstance(b.up, UpConv) and isinstance(b.skip_mdu, nn.Identity) for b in enc.decoder))
-        skip = AGMRNet(mdu_position="skip", **SMALL)
+        skip = AGMRNet(mdu="skip", **SMALL)
         self.assertEqual([b.skip_mdu.out_channels for b in skip.decoder], [32, 16, 8, 4])
         self.assertTrue(all(isinstance(m, nn.Identity) for m in skip.encoder.stage_mdu))
 
-    def test_backward_compatible_switches(self) -> None:
-        # use_cpa / use_cff keep their meaning; the string options default to them
-        self.assertEqual(AGMRNet(use_cpa=False, **SMALL).encoder_attention, "none")
-        self.assertEqual(AGMRNet(use_cff=False, **SMALL).fusion_kind, "se_add")
-        self.assertEqual(AGMRNet(**SMALL).encoder_attention, "cpa")
-        self.assertEqual(AGMRNet(**SMALL).fusion_kind, "cff")
-        self.assertEqual(_count(use_cpa=False), _count(encoder_attention="none"))
-        self.assertEqual(_count(use_cff=False), _count(fusion="se_add"))
-        self.assertEqual(set(AGMRNet(use_cff=False, **SMALL).state_dict()),
-                         set(AGMRNet(fusion="se_add", **SMALL).state_dict()))
-        # the explicit option wins over the default flag
-        self.assertEqual(AGMRNet(use_cpa=True, encoder_attention="fine", **SMALL).num_cpa, 0)
-        # the state dict of the defaults is unchanged by the new (parameter-free) stand-ins
-        self.assertFalse([k for k in AGMRNet(**SMALL).state_dict() if "stage_mdu" in k or "skip_mdu" in k])
-
-    @parameterized.expand(
-        [[{"encoder_attention": "patch"}, "('cpa', 'fine', 'none')"],
-         [{"fusion": "mul"}, "('cff', 'add', 'concat', 'cff_concat', 'se_add')"],
-         [{"mdu_position": "bottleneck"}, "('decoder', 'encoder', 'skip')"],
-         [{"use_cpa": False, "encoder_attention": "cpa"}, "use_cpa=False"],
-         [{"use_cff": False, "fusion": "cff"}, "use_cff=False"],
-         [{"use_mdu": False, "mdu_position": "skip"}, "use_mdu=False"],
-         [{"mdu_position": "encoder", "features": (30, 64, 128, 256, 512)}, "features[:4]"],
-         [{"mdu_position": "skip", "up_kernel_size": 2}, "up_kernel_size"],
-         [{"fusion": "cff_concat", "cff_reduction": 65}, "cff_reduction"]]
-    )
-    def test_ill_option(self, kwargs: dict, message: str) -> None:
-        with self.assertRaises(ValueError) as ctx:
-            AGMRNet(**kwargs)
-        self.assertIn(message, str(ctx.exception))
+    def test_ill_option_names_the_argument(self) -> None:
+        for kwargs, message in (({"encoder_attention": "patch"}, "('cpa', 'fine', 'none')"),
+                                ({"fusion": "mul"}, "('cff', 'add', 'concat', 'cff_concat', 'se_add')"),
+                                ({"mdu": "bottleneck"}, "('decoder', 'encoder', 'skip', 'none')"),
+                                ({"mdu": "encoder", "features": (30, 64, 128, 256, 512)}, "features[:4]"),
+                                ({"mdu": "skip", "up_kernel_size": 2}, "up_kernel_size"),
+                                ({"fusion": "cff_concat", "cff_reduction": 65}, "cff_reduction")):
+            with self.subTest(**kwargs), self.assertRaises(ValueError) as ctx:
+                AGMRNet(**kwargs)
+            self.assertIn(message, str(ctx.exception))
 
     def test_parameter_counts(self) -> None:
         # defaults unchanged
         self.assertEqual(_count(), 23_014_801)
-        self.assertEqual(_count(use_cpa=False, use_cff=False, use_mdu=False), DUNET_PARAMS)
-        self.assertEqual(_count(use_mdu=False), 9_521_201)
+        self.assertEqual(_count(encoder_attention="none", fusion="se_add", mdu="none"), DUNET_PARAMS)
+        self.assertEqual(_count(mdu="none"), 9_521_201)
         # Table 3.4: D-UNet + FA = D-UNet + five 7x7 convs 2 -> 1 without bias
-        self.assertEqual(_count(encoder_attention="fine", use_cff=False, use_mdu=False), DUNET_PARAMS + 5 * 98)
+        self.assertEqual(_count(encoder_attention="fine", fusion="se_add", mdu="none"), DUNET_PARAMS + 5 * 98)
         # Table 3.5: CFF's MLPs removed (add); + a 1x1 conv 2C -> C at C = 64, 128 (concat, cff_concat)
         cff_mlps, proj = 3216 + 12576, (2 * 64 * 64 + 64) + (2 * 128 * 128 + 128)
         self.assertEqual(_count(fusion="add"), 23_014_801 - cff_mlps)
@@ -339,9 +243,9 @@ class TestAGMRNetComparisonRows(unittest.TestCase):
         self.assertEqual(_count(fusion="cff_concat"), 23_014_801 + proj)
         # Table 3.8: AGMR-Net without MDU + MultiScaleConv(C -> C) at C = 32, 64, 128, 256
         msc = sum(sum(k * k * c * (c // 4) for k in (3, 5, 7, 9)) + 3 * c for c in (32, 64, 128, 256))
-        self.assertEqual(_count(mdu_position="encoder"), 9_521_201 + msc)
-        self.assertEqual(_count(mdu_position="skip"), 9_521_201 + msc)
-        self.assertEqual(_count(mdu_position="encoder"), 13_091_281)
+        self.assertEqual(_count(mdu="encoder"), 9_521_201 + msc)
+        self.assertEqual(_count(mdu="skip"), 9_521_201 + msc)
+        self.assertEqual(_count(mdu="encoder"), 13_091_281)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Tests of ``lesionlab.networks.nets.DUNet`` (shape, backward, TorchScript/export, invalid arguments, counts)."""
+"""Tests of ``lesionlab.networks.nets.DUNet`` specific to the paper: parameter counts and MACs against the thesis,
+the input layout, ``torch.export``. Shapes, gradients, TorchScript, ONNX and invalid arguments are in the shared
+network matrix (``tests/networks/matrix/cases_stroke.py``)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-from parameterized import parameterized
 
 from lesionlab.networks.nets import DUNet
-from tests.utils import check_backward, check_export, check_shape, check_torchscript, count_parameters, make_inputs
+from tests.utils import check_export, check_shape, count_parameters, make_inputs
 
 __all__ = ["Layer", "dunet_layer_table", "table_params", "table_macs"]
 
@@ -122,58 +123,9 @@ def table_macs(rows: list[Layer], convention: str, batch: int = 1) -> int:
     return batch * total
 
 
-# shape cases: [constructor kwargs, input shape, expected output shape], built by loops
-CASES_SHAPE = []
-for _batch in (1, 2):
-    for _slices in (4, 8):
-        for _out in (1, 2):
-            for _size in ((32, 32), (48, 64)):
-                CASES_SHAPE.append(
-                    [{"in_channels": _slices, "out_channels": _out, **SMALL}, (_batch, _slices, *_size),
-                     (_batch, _out, *_size)]
-                )
-CASES_SHAPE.append([{}, (1, 4, 192, 192), (1, 1, 192, 192)])  # the paper's configuration, once
-
-CASES_ILL = [
-    [{"spatial_dims": 3}],
-    [{"spatial_dims": 1}],
-    [{"in_channels": 3}],
-    [{"in_channels": 6}],
-    [{"in_channels": 0}],
-    [{"out_channels": 0}],
-    [{"features": (32, 64, 128, 256)}],
-    [{"features": (32, 64, 128, 256, 512, 1024)}],
-    [{"features": (32, 64, 0, 256, 512)}],
-    [{"features": (4, 8, 16, 32, 64)}],  # fusion stage of 8 channels with the default ratio 16
-    [{"fusion_reduction": 65}],  # 64 // 65 == 0 at fusion stage 2
-]
-
-
 class TestDUNet(unittest.TestCase):
-    @parameterized.expand(CASES_SHAPE)
-    def test_shape(self, kwargs: dict, input_shape: tuple[int, ...], expected_shape: tuple[int, ...]) -> None:
-        check_shape(DUNet(**kwargs), input_shape, expected_shape)
-
-    @parameterized.expand(
-        [[{"in_channels": 4, **SMALL}, (2, 4, 32, 32)], [{"in_channels": 8, **SMALL}, (2, 8, 32, 48)]]
-    )
-    def test_backward(self, kwargs: dict, input_shape: tuple[int, ...]) -> None:
-        check_backward(DUNet(**kwargs), input_shape)
-
-    def test_script(self) -> None:
-        check_torchscript(DUNet(out_channels=2, **SMALL), (2, 4, 32, 32))
-
     def test_export(self) -> None:
         check_export(DUNet(**SMALL), (1, 4, 32, 32))
-
-    @parameterized.expand(CASES_ILL)
-    def test_ill_arg(self, kwargs: dict) -> None:
-        with self.assertRaises(ValueError):
-            DUNet(**kwargs)
-
-    def test_up_kernel_must_be_odd(self) -> None:
-        with self.assertRaises(ValueError):  # the Keras 2x2 up-convolution is not buildable as a transposed conv
-            DUNet(up_kernel_size=2)
 
     def test_parameter_count_thesis(self) -> None:
         net = DUNet()

@@ -1,4 +1,4 @@
-"""Tests of lesionlab.pipelines.datalist (splits, datalist JSON, MONAI loading, command line)."""
+"""Tests of lesionlab.data.datalist (splits, datalist JSON, MONAI loading, command line)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist, partition_dataset
 
+from lesionlab.data.datalist import build_datalist, kfold_subjects, load_datalist, main, split_subjects
 from lesionlab.errors import DataError
-from lesionlab.pipelines.datalist import build_datalist, kfold_subjects, load_datalist, main, split_subjects
 
 __all__: list[str] = []
 
@@ -203,7 +203,7 @@ def test_python_dash_m(tmp_path: Path) -> None:
     _r11_tree(tmp_path, 4)
     out = tmp_path / "cli.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "lesionlab.pipelines.datalist", "--root", str(tmp_path), "--out", str(out)],
+        [sys.executable, "-m", "lesionlab.data.datalist", "--root", str(tmp_path), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,9 +5,9 @@ ATLAS R1.1 subjects) with no separate validation set, or k mutually exclusive fo
 
 Command line::
 
-    python -m lesionlab.pipelines.datalist --root DIR --out FILE [--version auto|r1.1|r2.0] [--folds K]
+    python -m lesionlab.data.datalist --root DIR --out FILE [--version auto|r1.1|r2.0] [--folds K]
         [--seed S] [--val-fraction F] [--non-strict]
-    python -m lesionlab.pipelines.datalist --dataset isles2015 --root DIR --out FILE [--folds K] [--seed S]
+    python -m lesionlab.data.datalist --dataset isles2015 --root DIR --out FILE [--folds K] [--seed S]
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def load_datalist(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m lesionlab.pipelines.datalist",
+        prog="python -m lesionlab.data.datalist",
         description="Write a MONAI datalist JSON for an ATLAS R1.1 or R2.0 folder.",
     )
     p.add_argument("--root", required=True, help="ATLAS data folder")

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from lesionlab.errors import DataError
-from lesionlab.pipelines.batch import CaseReport, case_name, run_cases
+from lesionlab.pipelines.case_runner import CaseReport, case_name, run_cases
 
 
 def test_failures_are_isolated_logged_and_reported(tmp_path, caplog):
@@ -22,7 +22,7 @@ def test_failures_are_isolated_logged_and_reported(tmp_path, caplog):
             raise RuntimeError("out of memory")
         done.append(case)
 
-    with caplog.at_level(logging.INFO, logger="lesionlab.pipelines.batch"):
+    with caplog.at_level(logging.INFO, logger="lesionlab.pipelines.case_runner"):
         report = run_cases(["a.nii.gz", "b.nii.gz", "c.nii.gz", "d.nii.gz"], fn)
     assert done == ["a.nii.gz", "d.nii.gz"] and report.ok == done
     assert [(f.case, f.error) for f in report.failed] == [("b.nii.gz", "DataError"), ("c.nii.gz", "RuntimeError")]
@@ -33,7 +33,8 @@ def test_failures_are_isolated_logged_and_reported(tmp_path, caplog):
     assert any("c.nii.gz" in m and "out of memory" in m for m in errors)
 
     path = report.write_json(tmp_path / "sub" / "report.json")
-    data = json.load(open(path))
+    with open(path) as f:
+        data = json.load(f)
     assert data["n_cases"] == 4 and data["n_failed"] == 2 and data["exit_code"] == 1
     assert data["failed"][1] == {"case": "c.nii.gz", "error": "RuntimeError", "reason": "out of memory"}
     assert sorted(os.listdir(tmp_path / "sub")) == ["report.json"]  # atomic: no temporary file left
