@@ -38,7 +38,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from lesionlab.apps.demo import run_demo
 
     run_demo(args.workdir, n_subjects=args.n, epochs=args.epochs, slices_per_volume=args.slices_per_volume,
-             batch_volumes=args.batch_volumes, full_width=args.full_width, seed=args.seed)
+             width="full" if args.full_width else args.width, spatial_size=args.spatial_size,
+             val_interval=args.val_interval, sampling=args.sampling, seed=args.seed)
     return 0
 
 
@@ -156,6 +157,8 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     extra = _parse_overrides(args.set)
     if args.slices_per_volume:
         extra["slices_per_volume"] = args.slices_per_volume
+    if args.sampling:
+        extra["sampling"] = args.sampling
     paths = run_table(args.table, args.datalist, args.workdir, epochs=args.epochs, quick=args.quick, extra=extra)
     print(open(paths["table"]).read())
     for k, v in paths.items():
@@ -290,11 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="synthesise data, train, evaluate, infer and export the D-UNet bundle on a CPU")
     d.add_argument("--workdir", default="demo_output", help="output folder (default: demo_output)")
     d.add_argument("--n", type=int, default=12, help="synthetic subjects (default: 12)")
-    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    d.add_argument("--epochs", type=int, default=40, help="training epochs (default: 40)")
     d.add_argument("--slices-per-volume", type=int, default=8, help="2.5D samples per volume and epoch (default: 8)")
-    d.add_argument("--batch-volumes", type=int, default=1, help="volumes per optimiser step (default: 1)")
-    d.add_argument("--full-width", action="store_true", help="train the paper's full-width D-UNet (slower)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--sampling", choices=["sampled", "all"], default="sampled",
+                   help="'sampled' (default) or 'all' (the thesis's protocol: every slice once per epoch; slow)")
+    d.add_argument("--width", choices=["quarter", "half", "full"], default="quarter",
+                   help="D-UNet width (default: quarter; full = the paper's network)")
+    d.add_argument("--full-width", action="store_true", help="same as --width full")
+    d.add_argument("--spatial-size", type=int, default=128, help="in-plane input size (default 128; thesis 192)")
+    d.add_argument("--val-interval", type=int, default=4, help="epochs between model-selection checks (default 4)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the training (default 0)")
     d.add_argument("--task", choices=["stroke", "glomeruli"], default="stroke",
                    help="stroke (D-UNet, default) or glomeruli (CBAM-PSPNet on synthetic PAS slides, whole slides)")
     d.add_argument("--iterations", type=int, default=300, help="glomeruli: training iterations (default: 300)")
@@ -413,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--epochs", type=int, default=150, help="training epochs per row (thesis: 150)")
     xs.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
     xs.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
-    xs.add_argument("--slices-per-volume", type=int, help="2.5D samples per volume and epoch")
+    xs.add_argument("--slices-per-volume", type=int, help="2.5D samples per volume and epoch (sampled mode)")
+    xs.add_argument("--sampling", choices=["all", "sampled"],
+                    help="2.5D training protocol: 'all' = the thesis's (every slice once per epoch, batch 16), "
+                         "'sampled' = the bundles' fast default (slices_per_volume per volume and epoch)")
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)

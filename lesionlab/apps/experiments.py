@@ -4,7 +4,9 @@ Every row is a bundle plus small override files (no copies of configs). For each
 work folder, trained with MONAI's runner, and evaluated per case on the original grid (``evaluate.json``). The
 runner then writes, per table:
 
-- ``table_<id>.md``: the paper's columns (DSC mean ± std, DSC(G), recall, precision, Jaccard, ASD, 95HD) for our
+- ``table_<id>.md``: a header stating the protocol of our runs (epochs, optimiser updates counted by the trainer,
+  slice sampling, batch, data) next to the thesis's (150 epochs of every slice of 183 ATLAS R1.1 volumes, batch 16:
+  324,300 updates), then the paper's columns (DSC mean ± std, DSC(G), recall, precision, Jaccard, ASD, 95HD) for our
   run next to the thesis's numbers, the Wilcoxon signed-rank p-value of each row against the table's reference row
   on per-case DSC, and the parameter and FLOP counts (Table 4.3 columns; FLOPs from PyTorch's own counter at the
   network's documented input size, i.e. 2 x MACs with transposed convolutions per input pixel);
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -216,17 +219,26 @@ def _complexity(root: str, row: Row) -> dict[str, float]:
     return {"params": count_parameters(net), "flops_torch": count_flops_torch(net, shape), "input_shape": shape}
 
 
+def _row_overrides(row: Row, root: str, datalist: str, epochs: int, quick: bool,
+                   extra: dict[str, Any]) -> dict[str, Any]:
+    """The config overrides a row's training and evaluation run with."""
+    overrides = {"dataset_dir": os.path.dirname(datalist), "datalist": datalist, "bundle_root": root,
+                 "progress": False, "val_interval": max(epochs, 1)}
+    if quick:
+        overrides.update(row.quick)
+    overrides.update(extra)  # last: the caller's settings (e.g. sizes that fit its data) win over the defaults
+    return overrides
+
+
 def train_and_evaluate_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool,
                            extra: dict[str, Any]) -> tuple[str, float]:
     """Copy the row's bundle into ``workdir``, train it and run its ``evaluate.json``; return (root, seconds)."""
     from monai.bundle import run
 
     root = copy_bundle(bundle_path(row.bundle), os.path.join(workdir, row.slug))
-    overrides = {"dataset_dir": os.path.dirname(datalist), "datalist": datalist, "bundle_root": root,
-                 "progress": False, "val_interval": max(epochs, 1)}
-    if quick:
-        overrides.update(row.quick)
-    overrides.update(extra)  # last: the caller's settings (e.g. sizes that fit its data) win over the defaults
+    for stale in ("models", "eval"):  # a row re-run in the same folder must not resume or report an older run
+        shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
+    overrides = _row_overrides(row, root, datalist, epochs, quick, extra)
     meta = os.path.join(root, "configs", "metadata.json")
     log = os.path.join(root, "configs", "logging.conf")
     t0 = time.time()
@@ -241,18 +253,124 @@ def _run_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool, ex
     root, seconds = train_and_evaluate_row(row, workdir, datalist, epochs, quick, extra)
     with open(os.path.join(root, "eval", "metrics_summary.json")) as f:
         report = json.load(f)
-    return {"summary": report["summary"], "cases": report["cases"], "seconds": seconds, **_complexity(root, row)}
+    overrides = _row_overrides(row, root, datalist, epochs, quick, extra)
+    values = _config_values(root, row, {**overrides, "epochs": epochs},
+                            ("sampling", "slices_per_volume", "pos_fraction", "batch_size", "epochs",
+                             "patches_per_volume", "patch_size", "batch_volumes", "model_selection"))
+    protocol = _protocol(values, _trainer_state(root), _data_description(datalist))
+    protocol["model_selection"] = values.get("model_selection", "final")
+    return {"summary": report["summary"], "cases": report["cases"], "seconds": seconds,
+            "protocol": protocol, **_complexity(root, row)}
+
+
+#: The thesis's training protocol (seed 002 §2.1, §5): 183 training volumes x 189 slices = 34,587 stacks per epoch,
+#: batch 16 (2,162 updates per epoch), 150 epochs, tested on 46 volumes (8,694 stacks).
+THESIS_PROTOCOL = {"epochs": 150, "batch_size": 16, "samples_per_epoch": 34_587, "updates_per_epoch": 2_162,
+                   "updates": 324_300, "n_train": 183, "n_test": 46,
+                   "text": "every slice of every training volume once per epoch (183 ATLAS R1.1 volumes x 189 slices "
+                           "= 34,587 stacks), batch 16"}
+
+
+def _config_values(root: str, row: Row, overrides: dict[str, Any], ids: Sequence[str]) -> dict[str, Any]:
+    """The resolved values of ``ids`` in the row's training config with ``overrides`` (missing ids are left out)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(_configs(root, row, "train"))
+    parser.update(overrides)
+    return {i: parser.get_parsed_content(i) for i in ids if i in parser}
+
+
+def _trainer_state(root: str) -> dict[str, int]:
+    """Epochs, iterations (= optimiser updates) and iterations per epoch of a finished run, from its last checkpoint."""
+    import glob
+
+    import torch
+
+    from lesionlab.pipelines.resume import find_last_checkpoint
+
+    files = find_last_checkpoint(os.path.join(root, "models")) or glob.glob(os.path.join(root, "models", "last_*.pt"))
+    if not files:
+        return {}
+    state = torch.load(files[0], map_location="cpu", weights_only=True).get("trainer", {})
+    return {k: int(state[k]) for k in ("epoch", "iteration", "epoch_length") if k in state}
+
+
+def _data_description(datalist: str) -> dict[str, Any]:
+    """Training / held-out counts of a datalist, its slices per volume and whether it is a synthetic data set."""
+    with open(datalist) as f:
+        dl = json.load(f)
+    folder = os.path.dirname(datalist)
+    n_train, n_test = len(dl.get("training", [])), len(dl.get("validation", []))
+    depth = None
+    if n_train:
+        import nibabel as nib
+
+        first = dl["training"][0]["image"]
+        try:
+            depth = int(nib.load(first if os.path.isabs(first) else os.path.join(folder, first)).shape[2])
+        except (OSError, IndexError, ValueError, nib.filebasedimages.ImageFileError):
+            depth = None
+    readme = os.path.join(folder, "README.txt")
+    synthetic = os.path.exists(readme) and open(readme).read(64).startswith("SYNTHETIC DATA")
+    return {"datalist": datalist, "n_train": n_train, "n_test": n_test, "slices_per_volume": depth,
+            "synthetic": synthetic}
+
+
+def _protocol(values: dict[str, Any], trainer: dict[str, int], data: dict[str, Any]) -> dict[str, Any]:
+    """The protocol of one row's run: the sampling rule from its config, the counts from its trainer."""
+    from lesionlab.pipelines.slices import describe_protocol
+
+    if "patches_per_volume" in values:  # 3D U-Net: random patches per volume, volumes per batch
+        text = (f"{values['patches_per_volume']} random {'x'.join(str(s) for s in values.get('patch_size', []))} "
+                f"patches per volume and epoch, {values.get('batch_volumes', '?')} volumes per batch")
+    elif data["n_train"]:
+        text = describe_protocol(values, data["n_train"], data["slices_per_volume"])["text"]
+    else:
+        text = str(values.get("sampling", "?"))
+    return {"text": text, "epochs": trainer.get("epoch", values.get("epochs")), "updates": trainer.get("iteration"),
+            "updates_per_epoch": trainer.get("epoch_length")}
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def _markdown(table_id: str, spec: dict, results: dict[str, dict], pvals: dict[str, float]) -> str:
+def _protocol_header(results: dict[str, dict], data: dict[str, Any] | None) -> list[str]:
+    """The lines stating the protocol of our runs next to the thesis's (rows sharing a protocol are grouped)."""
+    t = THESIS_PROTOCOL
+    groups: dict[tuple, list[str]] = {}
+    for name, r in results.items():
+        p = r.get("protocol")
+        if not p:  # results from before protocols were recorded
+            continue
+        key = (p.get("text"), p.get("epochs"), p.get("updates"), p.get("updates_per_epoch"), p.get("model_selection"))
+        groups.setdefault(key, []).append(name)
+    lines = []
+    if data is not None:
+        kind = "synthetic data set (not ATLAS)" if data["synthetic"] else "data set"
+        lines.append(f"**Our runs** -- data: {data['n_train']} training / {data['n_test']} held-out volumes of "
+                     f"`{os.path.basename(os.path.dirname(data['datalist']))}` ({kind}"
+                     + (f", {data['slices_per_volume']} slices per volume" if data["slices_per_volume"] else "") + ").")
+    for (text, epochs, updates, per_epoch, selection), names in groups.items():
+        who = "all rows" if len(groups) == 1 else ", ".join(names)
+        share = f" = {updates / t['updates']:.2%} of the thesis's updates" if updates else ""
+        lines.append(f"- {who}: {epochs} epochs x {per_epoch if per_epoch is not None else '?'} = "
+                     f"{updates if updates is not None else '?'} optimiser updates{share}; sampling: {text}; "
+                     f"weights: {'best validation epoch' if selection == 'best' else 'final epoch'}.")
+    lines.append(f"**Thesis** -- {t['epochs']} epochs x {t['updates_per_epoch']:,} = {t['updates']:,} optimiser updates; "
+                 f"sampling: {t['text']}; final epoch; tested on {t['n_test']} ATLAS R1.1 volumes.")
+    return lines + [""]
+
+
+def _markdown(table_id: str, spec: dict, results: dict[str, dict], pvals: dict[str, float],
+              data: dict[str, Any] | None = None) -> str:
     cols = [("dsc", "DSC"), ("dsc_global", "DSC(G)"), ("recall", "Rec"), ("precision", "Prec"), ("jaccard", "Jac"),
             ("asd_mm", "ASD"), ("hd95_mm", "95HD")]
-    head = "| method | " + " | ".join(c for _, c in cols) + " | p (DSC vs ref.) | params | FLOPs (torch) | thesis DSC / DSC(G) |"
-    lines = [f"## {spec['title']}", "", head, "|" + "---|" * (len(cols) + 5)]
+    head = ("| method | " + " | ".join(c for _, c in cols)
+            + " | p (DSC vs ref.) | params | FLOPs (torch) | thesis DSC / DSC(G) |")
+    lines = [f"## {spec['title']}", "", *(_protocol_header(results, data) if results else []), head,
+             "|" + "---|" * (len(cols) + 5)]
     for row in spec["rows"]:
         paper = f"{_fmt(row.paper.get('dsc'))} / {_fmt(row.paper.get('dsc_global'))}"
         if row.name not in results:
@@ -355,7 +473,7 @@ def run_table(table_id: str, datalist: str, workdir: str, epochs: int = 150, qui
     paths = {"table": os.path.join(workdir, f"table_{table_id.replace('.', '_')}.md"),
              "boxplot": os.path.join(workdir, f"table_{table_id.replace('.', '_')}_dsc_boxplot.png"),
              "json": os.path.join(workdir, f"table_{table_id.replace('.', '_')}.json")}
-    atomic_write_text(paths["table"], _markdown(table_id, spec, results, pvals))
+    atomic_write_text(paths["table"], _markdown(table_id, spec, results, pvals, _data_description(datalist)))
     if results:
         _boxplot(spec, results, paths["boxplot"])
     atomic_write_text(paths["json"], json.dumps({"table": table_id, "epochs": epochs, "quick": quick,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["CaseMetricsHandler", "HistoryHandler", "ProgressBarHandler"]
+__all__ = ["CaseMetricsHandler", "HistoryHandler", "ModelSelectionHandler", "ProgressBarHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,3 +180,79 @@ class ProgressBarHandler:
         ProgressBar(desc=self.desc, persist=True).attach(
             engine, output_transform=lambda out: {"loss": _first_loss(out)}
         )
+
+
+class ModelSelectionHandler:
+    """Choose the weights a training run ships as ``models/model.pt``: the final epoch's or the best validated one's.
+
+    ``selection="final"`` (the thesis: no validation set, last epoch) leaves ``model.pt`` as the trainer saved it.
+    ``selection="best"`` replaces it, when training completes, by ``model_best.pt`` -- the epoch with the highest
+    validation key metric (mean Dice; MONAI's key-metric checkpoint). A collapsed epoch (prediction flooding the
+    volume, or empty) has a low validation Dice and is never chosen while any validated epoch did better. As a
+    sanity check the choice is refused (``model.pt`` stays the final epoch's, with a warning) when the best
+    validation metric is below ``min_metric``, i.e. no validated epoch learned anything. Either way
+    ``models/selection.json`` records the rule, the chosen epoch and every validated epoch's metric. Attach it
+    after the final-model ``CheckpointSaver`` (handlers run in order at ``COMPLETED``).
+
+    Args:
+        ckpt_dir: folder of ``model.pt`` and ``model_best.pt``.
+        selection: ``"final"`` or ``"best"``.
+        validator: the evaluator whose key metric is tracked (needed for ``"best"``).
+        min_metric: smallest best validation metric accepted for ``"best"``. Defaults to 0.05.
+        best_name, final_name: file names. Defaults to ``model_best.pt`` and ``model.pt``.
+    """
+
+    def __init__(self, ckpt_dir: str, selection: str = "final", validator: Engine | None = None,
+                 min_metric: float = 0.05, best_name: str = "model_best.pt", final_name: str = "model.pt") -> None:
+        if selection not in ("final", "best"):
+            raise ValueError(f"model_selection must be 'final' or 'best', got {selection!r}.")
+        if selection == "best" and validator is None:
+            raise ValueError("model_selection 'best' needs the validator whose key metric chooses the epoch.")
+        self.ckpt_dir, self.selection, self.validator, self.min_metric = ckpt_dir, selection, validator, min_metric
+        self.best_name, self.final_name = best_name, final_name
+        self.scores: list[tuple[int, float]] = []
+
+    def attach(self, engine: Engine) -> None:
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.COMPLETED, self._validated)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _validated(self, validator: Engine) -> None:
+        name = getattr(validator.state, "key_metric_name", None)
+        value = validator.state.metrics.get(name) if name else None
+        if isinstance(value, (int, float)):
+            self.scores.append((int(validator.state.epoch), float(value)))
+
+    def state_dict(self) -> dict:
+        return {"scores": [list(s) for s in self.scores]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scores = [(int(e), float(v)) for e, v in state.get("scores", [])]
+
+    def _completed(self, engine: Engine) -> None:
+        import shutil
+
+        from lesionlab.utils import atomic_path
+
+        record: dict[str, Any] = {"selection": self.selection, "final_epoch": int(engine.state.epoch),
+                                  "validated": [{"epoch": e, "metric": v} for e, v in self.scores]}
+        chosen = int(engine.state.epoch)
+        best_path = os.path.join(self.ckpt_dir, self.best_name)
+        if self.selection == "best":
+            best = max(self.scores, key=lambda s: s[1], default=None)
+            if best is None or not os.path.exists(best_path):
+                logger.warning("model_selection 'best': no validated epoch; %s keeps the final epoch's weights.",
+                               self.final_name)
+            elif best[1] < self.min_metric:
+                logger.warning("model_selection 'best': the best validation metric %.4f (epoch %d) is below the "
+                               "sanity floor %.3f -- training did not learn; %s keeps the final epoch's weights.",
+                               best[1], best[0], self.min_metric, self.final_name)
+            else:
+                with atomic_path(os.path.join(self.ckpt_dir, self.final_name)) as tmp:
+                    shutil.copyfile(best_path, tmp)
+                chosen = best[0]
+                record["metric"] = best[1]
+                logger.info("model_selection 'best': %s = epoch %d (validation metric %.4f)", self.final_name,
+                            chosen, best[1])
+        record["chosen_epoch"] = chosen
+        atomic_write_text(os.path.join(self.ckpt_dir, "selection.json"), json.dumps(record, indent=2))

@@ -28,6 +28,8 @@ __all__ = [
     "ValidateRGBTile",
     "DEFAULT_OFFSETS",
     "stack_slices",
+    "lesion_slices",
+    "take_slices",
 ]
 
 DEFAULT_OFFSETS: tuple[int, ...] = (-2, -1, 0, 1)
@@ -138,13 +140,17 @@ class InPlaneCropResize(InvertibleTransform):
 
 
 class RandSlice25D(Randomizable, Transform):
-    """Draw ``num_samples`` 2.5D training samples (stack, centre-slice label) from one volume.
+    """Draw ``num_samples`` distinct 2.5D training samples (stack, centre-slice label) from one volume.
 
-    A fraction ``pos_fraction`` of the samples is drawn from slices whose label has foreground (when any), the rest
-    uniformly from all slices, so small lesions are seen often enough on short CPU runs.
+    The sampled ("fast") training protocol of the stroke bundles. The number of samples centred on a lesion slice
+    is binomial with probability ``pos_fraction`` (at most the number of lesion slices); the others are drawn
+    uniformly from the remaining slices. Slices are drawn **without replacement**, so a volume of ``D`` slices gives
+    at most ``D`` samples (``num_samples >= D`` yields every slice once, in random order) -- the thesis's protocol
+    (every slice of every volume once per epoch) is :class:`lesionlab.pipelines.slices.Slice25DSampler`'s
+    ``"all"`` mode.
 
     Args:
-        num_samples: samples per volume.
+        num_samples: samples per volume (capped at the volume's number of slices).
         pos_fraction: expected fraction of samples centred on a lesion slice. Defaults to 0.5.
         offsets: slice offsets of the stack. Defaults to ``(-2, -1, 0, 1)``.
     """
@@ -159,28 +165,35 @@ class RandSlice25D(Randomizable, Transform):
         self.indices: list[int] = []
 
     def randomize(self, depth: int, positive: Sequence[int]) -> None:
-        self.indices = []
-        for _ in range(self.num_samples):
-            if len(positive) and self.R.rand() < self.pos_fraction:
-                self.indices.append(int(positive[self.R.randint(len(positive))]))
-            else:
-                self.indices.append(int(self.R.randint(depth)))
+        n = min(self.num_samples, int(depth))
+        positive = np.unique(np.asarray(positive, dtype=np.int64))
+        n_pos = min(int(self.R.binomial(n, self.pos_fraction)), len(positive))
+        chosen = self.R.choice(positive, size=n_pos, replace=False) if n_pos else np.zeros(0, dtype=np.int64)
+        rest = np.setdiff1d(np.arange(depth), chosen)
+        others = self.R.choice(rest, size=n - n_pos, replace=False)
+        self.indices = [int(i) for i in self.R.permutation(np.concatenate([chosen, others]))]
 
     def __call__(
         self, img: NdarrayOrTensor, label: NdarrayOrTensor | None = None, randomize: bool = True
     ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         if randomize:
-            positive: Sequence[int] = []
-            if label is not None:
-                lab = convert_to_tensor(label, track_meta=False)
-                positive = torch.nonzero(lab.reshape(-1, lab.shape[-1]).amax(0) > 0).flatten().tolist()
-            self.randomize(img.shape[-1], positive)
-        out = []
-        for i in self.indices:
-            stack = convert_to_tensor(self.stacker(img, index=i), track_meta=False)
-            lab_i = None if label is None else convert_to_tensor(label, track_meta=False)[..., i]
-            out.append((stack, lab_i))
-        return out
+            self.randomize(img.shape[-1], [] if label is None else lesion_slices(label))
+        return take_slices(self.stacker, img, label, self.indices)
+
+
+def lesion_slices(label: NdarrayOrTensor) -> list[int]:
+    """Indices of the slices (last axis) of a ``(C, H, W, D)`` label volume that contain foreground."""
+    lab = convert_to_tensor(label, track_meta=False)
+    return torch.nonzero(lab.reshape(-1, lab.shape[-1]).amax(0) > 0).flatten().tolist()
+
+
+def take_slices(
+    stacker: NeighbourSliceStack, img: NdarrayOrTensor, label: NdarrayOrTensor | None, indices: Sequence[int]
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The 2.5D stack ``(C*K, H, W)`` and label slice ``(C, H, W)`` (None without label) of each slice index."""
+    lab = None if label is None else convert_to_tensor(label, track_meta=False)
+    return [(convert_to_tensor(stacker(img, index=int(i)), track_meta=False), None if lab is None else lab[..., int(i)])
+            for i in indices]
 
 
 class MergeMasks(Transform):

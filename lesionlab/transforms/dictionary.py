@@ -17,9 +17,11 @@ from .array import (
     RegisterToTemplate,
     ValidateHeader,
     ValidateVolume,
+    lesion_slices,
+    take_slices,
 )
 
-__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd", "ValidateVolumed",
+__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "Slice25Dd", "MergeMasksd", "ValidateVolumed",
            "RegisterToTemplated", "ValidateHeaderd", "ValidateRGBTiled"]
 
 
@@ -67,11 +69,44 @@ class InPlaneCropResized(MapTransform, InvertibleTransform):
         return d
 
 
-class RandSlice25Dd(Randomizable, MapTransform):
-    """Dictionary version of :class:`RandSlice25D`: returns a list of ``num_samples`` dicts.
+class Slice25Dd(MapTransform):
+    """The 2.5D samples of given slices of one volume dict: ``__call__(data, indices)`` returns one dict per index.
 
-    Each output dict holds ``image`` as a ``(C*K, H, W)`` stack and ``label`` as the ``(1, H, W)`` centre slice
-    (keys from ``image_key``/``label_key``); other entries are copied. MONAI's data loader flattens the lists.
+    Each output dict holds ``image`` as a ``(C*K, H, W)`` stack (see :class:`NeighbourSliceStack`), ``label`` as the
+    ``(1, H, W)`` centre slice and ``slice_index``; other entries are copied. The deterministic twin of
+    :class:`RandSlice25Dd`, used by :class:`lesionlab.pipelines.slices.Slice25DDataset` for the thesis's protocol.
+
+    Args:
+        image_key: key of the ``(C, H, W, D)`` image volume.
+        label_key: key of the ``(1, H, W, D)`` label volume; ``None`` for none.
+        offsets: slice offsets of the stack. Defaults to ``(-2, -1, 0, 1)``.
+    """
+
+    def __init__(self, image_key: str = "image", label_key: str | None = "label",
+                 offsets: Sequence[int] = DEFAULT_OFFSETS) -> None:
+        super().__init__([image_key] + ([label_key] if label_key else []))
+        self.image_key, self.label_key = image_key, label_key
+        self.stacker = NeighbourSliceStack(offsets)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor],  # type: ignore[override]
+                 indices: Sequence[int] = ()) -> list[dict[Hashable, NdarrayOrTensor]]:
+        label = data.get(self.label_key) if self.label_key else None
+        out = []
+        for (stack, lab), index in zip(take_slices(self.stacker, data[self.image_key], label, indices), indices):
+            item = {k: v for k, v in data.items() if k not in self.keys}
+            item[self.image_key] = stack
+            if self.label_key and lab is not None:
+                item[self.label_key] = lab
+            item["slice_index"] = int(index)
+            out.append(item)
+        return out
+
+
+class RandSlice25Dd(Randomizable, MapTransform):
+    """Dictionary version of :class:`RandSlice25D`: returns a list of ``num_samples`` dicts (see :class:`Slice25Dd`).
+
+    MONAI's data loader flattens the lists, so a batch of ``b`` volumes holds ``b * num_samples`` slices; the
+    bundles batch slices instead (:class:`lesionlab.pipelines.slices.Slice25DSampler`).
 
     Args:
         image_key: key of the ``(C, H, W, D)`` image volume.
@@ -91,6 +126,7 @@ class RandSlice25Dd(Randomizable, MapTransform):
         super().__init__(keys)
         self.image_key, self.label_key = image_key, label_key
         self.sampler = RandSlice25D(num_samples, pos_fraction, offsets)
+        self.slicer = Slice25Dd(image_key, label_key, offsets)
 
     def set_random_state(self, seed: int | None = None, state=None) -> RandSlice25Dd:
         super().set_random_state(seed, state)
@@ -101,18 +137,10 @@ class RandSlice25Dd(Randomizable, MapTransform):
         pass
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> list[dict[Hashable, NdarrayOrTensor]]:
-        d = dict(data)
-        label = d.get(self.label_key) if self.label_key else None
-        samples = self.sampler(d[self.image_key], label)
-        out = []
-        for (stack, lab), index in zip(samples, self.sampler.indices):
-            item = {k: v for k, v in d.items() if k not in self.keys}
-            item[self.image_key] = stack
-            if self.label_key and lab is not None:
-                item[self.label_key] = lab
-            item["slice_index"] = index
-            out.append(item)
-        return out
+        label = data.get(self.label_key) if self.label_key else None
+        img = data[self.image_key]
+        self.sampler.randomize(img.shape[-1], [] if label is None else lesion_slices(label))
+        return self.slicer(data, self.sampler.indices)
 
 
 class MergeMasksd(MapTransform):

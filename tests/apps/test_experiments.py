@@ -116,6 +116,8 @@ def test_table_3_1_end_to_end_on_tiny_data(two_case_datalist, tmp_path):
                       extra={**TINY_SIZES, "slices_per_volume": 1})
     rows: list[Row] = TABLES["3.1"]["rows"]
     text = open(paths["table"]).read()
+    assert "**Our runs** -- data: 4 training / 2 held-out volumes" in text and "**Thesis** --" in text
+    assert "- all rows: 1 epochs x 1 = 1 optimiser updates" in text  # 4 volumes x 1 slice, one batch of 16
     lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert len(lines) == 6 and not any("not run" in line for line in lines)
     header = next(line for line in text.splitlines() if line.startswith("| method"))
@@ -141,3 +143,46 @@ def test_table_3_1_end_to_end_on_tiny_data(two_case_datalist, tmp_path):
             expected = wilcoxon_p([c["dsc"] for c in res["cases"]], ref_dsc)
             got = report["p_values"][r.name]
             assert (math.isnan(expected) and (got is None or math.isnan(got))) or got == pytest.approx(expected)
+
+
+def test_table_header_states_our_protocol_next_to_the_thesis():
+    spec = TABLES["3.6"]
+    proto = {"text": "8 of 189 slices per volume and epoch (0.5 on lesion slices), shuffled, batch 16", "epochs": 150,
+             "updates": 13_800, "updates_per_epoch": 92, "model_selection": "final"}
+    results = {r.name: {**_fake_result([0.5, 0.6], 9_503_779), "protocol": proto} for r in spec["rows"]}
+    data = {"datalist": "/data/atlas_r11/datalist.json", "n_train": 183, "n_test": 46, "slices_per_volume": 189,
+            "synthetic": False}
+    text = experiments._markdown("3.6", spec, results, {}, data)
+    head = text.split("| method |")[0]
+    assert "183 training / 46 held-out volumes of `atlas_r11`" in head and "189 slices per volume" in head
+    # one protocol shared by all rows: stated once, with the share of the thesis's updates (13,800 / 324,300)
+    assert "- all rows: 150 epochs x 92 = 13800 optimiser updates = 4.26% of the thesis's updates" in head
+    assert "sampling: 8 of 189 slices per volume" in head and "weights: final epoch" in head
+    assert "**Thesis** -- 150 epochs x 2,162 = 324,300 optimiser updates" in head
+    # rows with different protocols are listed per group
+    results["D-UNet (baseline)"] = {**results["D-UNet (baseline)"], "protocol": {**proto, "updates": 324_300,
+                                                                                 "updates_per_epoch": 2_162}}
+    head = experiments._markdown("3.6", spec, results, {}, {**data, "synthetic": True}).split("| method |")[0]
+    assert "- D-UNet (baseline): 150 epochs x 2162 = 324300 optimiser updates = 100.00%" in head
+    assert "synthetic data set (not ATLAS)" in head
+
+
+def test_protocol_and_data_description_from_a_run(tmp_path):
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    (tmp_path / "README.txt").write_text("SYNTHETIC DATA - NOT FOR CLINICAL USE\n")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 7), np.int16), np.eye(4)), str(tmp_path / "a.nii.gz"))
+    dl = tmp_path / "datalist.json"
+    dl.write_text(json.dumps({"training": [{"image": "a.nii.gz"}] * 3, "validation": [{"image": "a.nii.gz"}]}))
+    data = experiments._data_description(str(dl))
+    assert data == {"datalist": str(dl), "n_train": 3, "n_test": 1, "slices_per_volume": 7, "synthetic": True}
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    torch.save({"trainer": {"epoch": 2, "iteration": 6, "epoch_length": 3}}, str(models / "last_checkpoint_epoch=2.pt"))
+    trainer = experiments._trainer_state(str(tmp_path / "run"))
+    assert trainer == {"epoch": 2, "iteration": 6, "epoch_length": 3}
+    p = experiments._protocol({"sampling": "all", "batch_size": 16, "epochs": 2}, trainer, data)
+    assert p["updates"] == 6 and p["updates_per_epoch"] == 3 and p["epochs"] == 2
+    assert p["text"].startswith("every slice of every training volume once per epoch")

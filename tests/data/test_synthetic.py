@@ -68,7 +68,8 @@ def test_real_subject_geometry_and_lesions(real_subject: synthetic._Subject) -> 
     image = real_subject.image.astype(np.float32)
     shell = ndi.binary_dilation(lesion, iterations=6) & ~ndi.binary_dilation(lesion, iterations=2) & brain
     assert image[lesion].mean() < 0.75 * image[shell].mean()
-    assert image[lesion].mean() < 0.6 * np.percentile(image[brain], 90)
+    core = ndi.binary_erosion(lesion, iterations=2)
+    assert image[core].mean() < 0.6 * np.percentile(image[brain], 90)
 
 
 def test_real_synth_atlas_files(tmp_path: os.PathLike, real_subject: synthetic._Subject) -> None:
@@ -227,3 +228,48 @@ def test_synth_volume_pair_options() -> None:
         synth_volume_pair(shape=(8, 8, 8))
     with pytest.raises(ValueError):
         synth_volume_pair(n_lesions=-1)
+
+
+# ---------------------------------------------------------------- lesions a model must tell from CSF
+
+
+def test_chronic_lesions_differ_from_csf_by_more_than_intensity() -> None:
+    from lesionlab.data.synthetic.lesions import parenchyma_mask
+
+    image, mask = synth_volume_pair(shape=(64, 64, 48), seed=5, n_lesions=3)
+    clean, brain = synthetic._toy_brain((64, 64, 48))
+    lesion = mask > 0
+    csf = (clean > 0) & (clean < 0.3)  # the toy's ventricles
+    # location: in parenchyma, at least two voxels from the ventricles and from the brain's border
+    assert not (lesion & ndi.binary_dilation(csf, iterations=2)).any()
+    assert not (lesion & ~parenchyma_mask(clean, brain, 0.25, 0.85, margin=2)).any()
+    # intensity: hypointense against the surrounding tissue, but the core is brighter than CSF
+    core = ndi.binary_erosion(lesion, iterations=2)
+    shell = ndi.binary_dilation(lesion, iterations=4) & ~ndi.binary_dilation(lesion, iterations=2) & (brain > 0)
+    assert core.sum() > 20
+    assert image[core].mean() < 0.7 * image[shell].mean()
+    assert image[core].mean() > 1.2 * image[csf & ndi.binary_erosion(csf)].mean()
+    # texture: the core is mottled, the ventricles smooth (relative spread, noise included in both)
+    inner_csf = ndi.binary_erosion(csf)
+    assert image[core].std() / image[core].mean() > 1.5 * image[inner_csf].std() / image[inner_csf].mean()
+    # border: a rim of intermediate intensity between core and tissue
+    rim = lesion & ~ndi.binary_erosion(lesion)
+    assert image[core].mean() < image[rim].mean() < image[shell].mean()
+
+
+def test_paint_chronic_lesions_on_a_flat_image() -> None:
+    from lesionlab.data.synthetic.lesions import paint_chronic_lesions
+
+    image = np.full((32, 32, 32), 0.85, dtype=np.float32)
+    lesion = np.zeros_like(image, dtype=bool)
+    lesion[10:22, 10:22, 10:22] = True
+    before = image.copy()
+    paint_chronic_lesions(image, [lesion], 0.25, 0.85, np.random.default_rng(0))
+    core = ndi.binary_erosion(lesion, iterations=3)
+    halo = ndi.binary_dilation(lesion) & ~lesion
+    far = ~ndi.binary_dilation(lesion, iterations=2)
+    # core level csf + u (wm - csf), u in [0.12, 0.32]: about 0.32-0.44 on average
+    assert 0.30 < image[core].mean() < 0.46
+    assert image[halo].mean() < 0.85 and image[halo].mean() > image[core].mean()  # partial-volume halo
+    np.testing.assert_array_equal(image[far], before[far])  # nothing painted away from the lesion
+    paint_chronic_lesions(image, [], 0.25, 0.85, np.random.default_rng(0))  # no lesion: no-op

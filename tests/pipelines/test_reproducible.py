@@ -25,7 +25,7 @@ def _train(root: str, data: str, seed: int) -> tuple[list, dict]:
     cfg = os.path.join(root, "configs")
     wf = ConfigWorkflow(config_file=os.path.join(cfg, "train.json"), meta_file=os.path.join(cfg, "metadata.json"),
                         workflow_type="train", bundle_root=root, dataset_dir=data, seed=seed, epochs=2,
-                        val_interval=2, slices_per_volume=2, **TINY)
+                        val_interval=2, slices_per_volume=2, batch_size=4, **TINY)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     record: list = []
@@ -45,7 +45,7 @@ def test_same_seed_same_training_bitwise(tiny_atlas, tmp_path):
     runs = {name: _train(copy_bundle(BUNDLE, str(tmp_path / name / BUNDLE)), tiny_atlas, seed)
             for name, seed in (("a", 0), ("b", 0), ("other_seed", 1))}
     (rec_a, w_a), (rec_b, w_b), (rec_c, w_c) = runs["a"], runs["b"], runs["other_seed"]
-    assert len(rec_a) == 6  # 3 iterations per epoch
+    assert len(rec_a) == 6  # 5 volumes x 2 slices in batches of 4: 3 iterations per epoch
     assert rec_a == rec_b  # same order, same sampled slices, bitwise the same loss at every iteration
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
     # the seed is what decides: another seed changes the order/sampling and the losses

@@ -24,9 +24,10 @@ from lesionlab.pipelines.resume import AtomicCheckpointSaver, RNGStateHandler, e
 BUNDLE = "brain_mri_dunet_stroke_segmentation"
 TINY = {"roi_start": [4, 4], "roi_end": [44, 44], "spatial_size": [32, 32],
         "network_def#features": [8, 16, 16, 32, 32], "num_workers": 0, "cache_rate": 1, "progress": False}
-# 5 training volumes, batch 2 -> 3 iterations per epoch; 3 epochs = 9 iterations; a resume checkpoint after every
-# iteration (iteration files mid-epoch, epoch files at epoch ends)
-RUN = {"epochs": 3, "val_interval": 1, "slices_per_volume": 2, "checkpoint_interval_iterations": 1, **TINY}
+# 5 training volumes x 2 slices, batches of 4 slices -> 3 iterations per epoch; 3 epochs = 9 iterations; a resume
+# checkpoint after every iteration (iteration files mid-epoch, epoch files at epoch ends)
+RUN = {"epochs": 3, "val_interval": 1, "slices_per_volume": 2, "batch_size": 4, "checkpoint_interval_iterations": 1,
+       **TINY}
 PAUSE_AT = 5  # second iteration of epoch 2: the newest checkpoint at the kill is iteration 4 (mid-epoch)
 
 HOOK = '''
@@ -129,7 +130,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run_bitwise(tiny_at
 
     # the stale resume files of the killed run were retired; no temporary files are left
     left = sorted(os.listdir(models))
-    assert left == ["last_checkpoint_epoch=3.pt", "last_checkpoint_iteration=8.pt", "model.pt", "model_best.pt"]
+    assert left == ["last_checkpoint_epoch=3.pt", "last_checkpoint_iteration=8.pt", "model.pt", "model_best.pt",
+                    "selection.json"]
 
 
 def test_rng_state_round_trip_weights_only(tmp_path):

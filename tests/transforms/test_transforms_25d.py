@@ -107,9 +107,17 @@ def test_rand_slice_sampler_seeded_and_positive_bias():
     lab[..., 7] = 1
     s1 = RandSlice25Dd(num_samples=12, pos_fraction=1.0).set_random_state(3)
     out = s1({"image": vol, "label": lab, "subject": "a"})
-    assert len(out) == 12 and all(o["slice_index"] == 7 for o in out)
-    assert out[0]["image"].shape == (4, 8, 8) and out[0]["label"].shape == (1, 8, 8) and out[0]["subject"] == "a"
-    torch.testing.assert_close(out[0]["image"], torch.as_tensor(NeighbourSliceStack()(vol, index=7)))
+    # distinct slices (no replacement): the one lesion slice, then 11 others
+    idx = [o["slice_index"] for o in out]
+    assert len(out) == 12 and len(set(idx)) == 12 and 7 in idx
+    k = idx.index(7)
+    assert out[k]["image"].shape == (4, 8, 8) and out[k]["label"].shape == (1, 8, 8) and out[k]["subject"] == "a"
+    torch.testing.assert_close(out[k]["image"], torch.as_tensor(NeighbourSliceStack()(vol, index=7)))
+    assert float(out[k]["label"].sum()) == 64.0
+    # more samples than slices: every slice once
+    every = RandSlice25D(num_samples=30, pos_fraction=0.5).set_random_state(0)
+    every(vol, lab)
+    assert sorted(every.indices) == list(range(20))
     a = RandSlice25D(num_samples=10, pos_fraction=0.0).set_random_state(5)
     b = RandSlice25D(num_samples=10, pos_fraction=0.0).set_random_state(5)
     a(vol, lab)

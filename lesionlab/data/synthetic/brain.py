@@ -2,7 +2,8 @@
 
 * :func:`_generate_subject` builds one subject from the MNI152 (ICBM 2009a) T1 template that nilearn ships: its own
   smooth random deformation, a multiplicative bias field, Rician noise and one to three T1-hypointense,
-  chronic-stroke-like lesions. The ATLAS and ISLES 2015 writers (``atlas.py``, ``isles.py``) use it.
+  chronic-stroke-like lesions in parenchyma, away from CSF (``lesions.py``). The ATLAS and ISLES 2015 writers
+  (``atlas.py``, ``isles.py``) use it.
 * :func:`synth_volume_pair` returns a tiny brain-like volume and its lesion mask in memory, for unit tests.
 
 The data are synthetic: for smoke tests, demos and pipeline checks, never for clinical use or for reporting
@@ -21,6 +22,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lesionlab.data.synthetic.common import prepare_output_folder
+from lesionlab.data.synthetic.lesions import paint_chronic_lesions, parenchyma_mask
 from lesionlab.errors import DataError
 
 __all__ = ["MNI152_NOTICE", "prepare_mni_output_folder", "save_mni_nifti", "synth_volume_pair"]
@@ -231,28 +233,6 @@ def _carve_lesion(
     return out
 
 
-def _paint_lesions(
-    image: np.ndarray,
-    lesions: list[np.ndarray],
-    csf: float,
-    rng: np.random.Generator,
-) -> None:
-    """Make the lesion voxels T1-hypointense (CSF-like) with a slightly soft edge, in place."""
-    if not lesions:
-        return
-    union = np.logical_or.reduce(lesions)
-    idx = np.argwhere(union)
-    lo = np.maximum(idx.min(axis=0) - 4, 0)
-    hi = np.minimum(idx.max(axis=0) + 5, union.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    soft = ndi.gaussian_filter(union[box].astype(np.float32), rng.uniform(0.6, 1.0))
-    np.clip(soft * 1.25, 0.0, 1.0, out=soft)
-    strength = rng.uniform(0.85, 1.0)
-    level = csf * rng.uniform(1.0, 1.4) * (1.0 + 0.08 * _smooth_noise(rng, soft.shape, cell=4.0))
-    region = image[box]
-    image[box] = region * (1.0 - strength * soft) + strength * soft * level
-
-
 def _bias_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Smooth multiplicative field: exp of a random quadratic polynomial, within about +/-10-20 %."""
     axes = [np.linspace(-1.0, 1.0, s, dtype=np.float32) for s in shape]
@@ -306,12 +286,12 @@ def _generate_subject(tpl: _Template, seed: int, index: int) -> _Subject:
     split = bool(meta_rng.random() < _SPLIT_PROBABILITY) and len(budget) >= 2
 
     warped, mask_c = _warp(tpl, warp_rng)
-    # lesions stay strictly inside the warped brain: two voxels away from its border
-    allowed = ndi.binary_erosion(mask_c, iterations=2)
+    # lesions stay in parenchyma: two voxels away from the warped brain's border and from any CSF
+    allowed = ndi.binary_erosion(mask_c, iterations=2) & parenchyma_mask(warped, mask_c, tpl.csf, tpl.wm)
     lesions_c: list[np.ndarray] = []
     start = np.array([s.start for s in tpl.crop])
     for n_vox in budget:
-        for _attempt in range(20):
+        for _attempt in range(50):
             center = tpl.centers[int(lesion_rng.integers(len(tpl.centers)))] - start
             if not allowed[tuple(center)]:
                 continue
@@ -327,7 +307,7 @@ def _generate_subject(tpl: _Template, seed: int, index: int) -> _Subject:
         raise DataError(None, "could not place any synthetic lesion inside the template brain mask")
     split = split and len(lesions_c) >= 2
 
-    _paint_lesions(warped, lesions_c, tpl.csf, paint_rng)
+    paint_chronic_lesions(warped, lesions_c, tpl.csf, tpl.wm, paint_rng)
     warped *= _bias_field(bias_rng, warped.shape)
 
     full = np.zeros(tpl.data.shape, dtype=np.float32)
@@ -387,8 +367,9 @@ def synth_volume_pair(
     """A tiny brain-like volume and its lesion mask, generated in memory in a few milliseconds.
 
     The "brain" is an ellipsoid with a grey-matter rim, a white-matter core and two CSF ventricles; each lesion is an
-    irregular CSF-like (hypointense) blob strictly inside it, between about 0.3 % and 3 % of the brain volume. A mild
-    bias field and Rician noise are added. No template is involved: use this in unit tests.
+    irregular chronic-infarct-like blob (:mod:`lesionlab.data.synthetic.lesions`: hypointense but brighter than CSF,
+    mottled, with a gliotic rim, never touching the ventricles) inside it, between about 0.3 % and 3 % of the brain
+    volume. A mild bias field and Rician noise are added. No template is involved: use this in unit tests.
 
     Args:
         shape: volume shape (each side at least 16).
@@ -408,7 +389,7 @@ def synth_volume_pair(
         raise ValueError(f"n_lesions must be >= 0, got {n_lesions}")
     rng = np.random.default_rng([seed, 0x7E57])
     image, brain = _toy_brain(dims)
-    allowed = ndi.binary_erosion(brain, iterations=2)
+    allowed = ndi.binary_erosion(brain, iterations=2) & parenchyma_mask(image, brain, 0.25, 0.85)
     inner = np.argwhere(ndi.binary_erosion(brain, iterations=max(2, min(dims) // 8)))
     n_brain = int(brain.sum())
     lesions: list[np.ndarray] = []
@@ -422,7 +403,7 @@ def synth_volume_pair(
                     lesions.append(blob)
                     allowed &= ~ndi.binary_dilation(blob, iterations=1)
                     break
-    _paint_lesions(image, lesions, 0.25, rng)
+    paint_chronic_lesions(image, lesions, 0.25, 0.85, rng)
     image *= _bias_field(rng, dims)
     image = _rician(image, 0.02, rng).astype(np.float32)
     mask = np.logical_or.reduce(lesions).astype(np.uint8) if lesions else np.zeros(dims, dtype=np.uint8)

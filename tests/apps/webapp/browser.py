@@ -104,7 +104,7 @@ def wait_idle(page, timeout: float = 120.0) -> None:
         if busy == 0:
             return
         page.wait_for_timeout(200)
-    raise TimeoutError("the app is still running after %.0f s" % timeout)
+    raise TimeoutError(f"the app is still running after {timeout:.0f} s")
 
 
 def images_loaded(page) -> None:

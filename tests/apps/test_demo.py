@@ -1,0 +1,39 @@
+"""``lesionlab demo``: the three-way split (train / model selection / held-out test) and the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from lesionlab.apps import demo
+
+
+def test_three_way_split_keeps_the_test_subjects_out_of_model_selection():
+    split = {"training": [{"subject": f"t{i}"} for i in range(10)],
+             "validation": [{"subject": "h0"}, {"subject": "h1"}]}
+    out = demo.three_way_split(split, 2)
+    assert [d["subject"] for d in out["training"]] == [f"t{i}" for i in range(8)]
+    assert [d["subject"] for d in out["validation"]] == ["t8", "t9"]  # chooses the epoch
+    assert [d["subject"] for d in out["test"]] == ["h0", "h1"]  # reported, never used for a choice
+    with pytest.raises(ValueError, match="synthesise more subjects"):
+        demo.three_way_split({"training": [{"subject": "a"}, {"subject": "b"}], "validation": []}, 2)
+
+
+def test_demo_command_line(monkeypatch):
+    from lesionlab.apps import cli
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: calls.append((a, k)))
+    assert cli.main(["demo", "--workdir", "w", "--seed", "2", "--sampling", "all", "--width", "half"]) == 0
+    (args, kwargs), = calls
+    assert args == ("w",) and kwargs["seed"] == 2 and kwargs["sampling"] == "all" and kwargs["width"] == "half"
+    assert kwargs["epochs"] == 40 and kwargs["spatial_size"] == 128 and kwargs["val_interval"] == 4
+    calls.clear()
+    cli.main(["demo", "--full-width"])
+    assert calls[0][1]["width"] == "full"
+
+
+def test_demo_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="width must be one of"):
+        demo.run_demo(str(tmp_path), width="eighth")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        demo.run_demo(str(tmp_path), spatial_size=100)
