@@ -69,7 +69,7 @@ ALLOWED_CHAINS = frozenset({
     "torch.int64", "torch.long", "torch.bool",
     "numpy.uint8", "numpy.int16", "numpy.int32", "numpy.int64", "numpy.uint16", "numpy.float16", "numpy.float32",
     "numpy.float64", "numpy.bool_",
-    "monai.utils.set_determinism", "monai.handlers.from_engine",
+    "monai.utils.set_determinism", "monai.handlers.from_engine", "monai.transforms.Compose",
     "lesionlab.pipelines.finetune.finetune_setup", "lesionlab.pipelines.finetune.trainable_parameters",
     "lesionlab.pipelines.classification.class_scores_and_indices", "lesionlab.pipelines.classification.image_meta",
     "lesionlab.pipelines.classification.copy_asset_folder",
@@ -111,7 +111,7 @@ ALLOWED_TARGET_MODULES = frozenset({
     "lesionlab.data.mixup", "lesionlab.apps.classification", "ignite.metrics",
     "lesionlab.data.nuclei", "lesionlab.pipelines.nuclei_metrics", "lesionlab.pipelines.two_stage",
     "lesionlab.pipelines.imbalance_losses", "lesionlab.pipelines.renogram", "lesionlab.networks.nets.deeplabv3plus",
-    "lesionlab.pipelines.glomeruli", "lesionlab.pipelines.confusion", "torch.utils.data",
+    "lesionlab.pipelines.glomeruli", "lesionlab.pipelines.confusion", "torch.utils.data", "lesionlab.pipelines.slices",
 })
 #: string arguments that MONAI turns into a class by its dotted path
 _CLASS_PATH_KEYS = ("writer", "reader")

@@ -117,7 +117,7 @@ class PreparedImage:
 
 
 def _open_2d(path: str):
-    Image = _pil()
+    Image = _pil()  # noqa: N806 - the PIL module, lazily imported
     try:
         with Image.open(path) as probe:
             probe.verify()
