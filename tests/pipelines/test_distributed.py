@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -46,12 +47,10 @@ def test_rank_handlers_drops_writers_off_rank_zero(monkeypatch):
 
 
 def test_weight_sync_check_single_process(tmp_path):
-    class _Engine:
-        class state:
-            epoch, iteration = 1, 3
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=1, iteration=3))
 
     path = tmp_path / "w.json"
-    digests = WeightSyncCheck(torch.nn.Linear(2, 2), str(path))(_Engine())
+    digests = WeightSyncCheck(torch.nn.Linear(2, 2), str(path))(engine)
     assert json.loads(path.read_text())["digests"] == digests and len(digests) == 1
 
 
@@ -63,17 +62,15 @@ def test_weight_sync_check_raises_on_different_digests(monkeypatch):
     monkeypatch.setattr(d.dist, "get_rank", lambda: 0)
     monkeypatch.setattr(d.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, "x" * 64]))
 
-    class _Engine:
-        class state:
-            epoch, iteration = 1, 3
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=1, iteration=3))
 
     with pytest.raises(LesionlabError, match="differ"):
-        WeightSyncCheck(torch.nn.Linear(2, 2))(_Engine())
+        WeightSyncCheck(torch.nn.Linear(2, 2))(engine)
 
 
 def _torchrun(root: str, data: str, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), os.environ.get("PYTHONPATH", "")]))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "monai.bundle", "run", "--meta_file", "configs/metadata.json",
            "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
@@ -83,7 +80,8 @@ def _torchrun(root: str, data: str, *extra: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_train_then_resume(tmp_path):
-    """~60-90 s on 2 loaded cores: one epoch on 2 gloo ranks, then a resumed second epoch."""
+    """One epoch on 2 gloo ranks, then a resumed second epoch; ~135 s on 2 cores at load average ~25 (mostly the
+    start-up of two torchrun launches)."""
     data = write_tiny_atlas(str(tmp_path / "data"), n=10)  # 8 training volumes (4 per rank), 2 validation
     root = copy_bundle(BUNDLE, str(tmp_path / BUNDLE))
     r = _torchrun(root, data, "--epochs", "1")
