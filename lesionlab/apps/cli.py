@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -137,14 +138,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_infer(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import infer_bundle, parse_overrides
 
-    s = infer_bundle(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
-                     overrides=parse_overrides(args.set), series_uid=args.series_uid)
+    run = infer_bundle
+    if args.distributed:
+        from lesionlab.apps.deploy.shard import infer_sharded as run
+    s = run(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
+            overrides=parse_overrides(args.set), series_uid=args.series_uid)
     for c in s["cases"]:
         if c["status"] == "ok":
             print(f"ok      {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)")
         else:
             print(f"FAILED  {c['case']}: {c['error']}", file=sys.stderr)
     print(f"{s['n_ok']}/{s['n_cases']} cases segmented; summary: {args.output}/summary.json")
+    if args.distributed and int(os.environ.get("RANK", 0)) != 0:
+        return 0  # rank 0 reports the merged outcome; a non-zero exit here would make torchrun stop rank 0
     return int(s["exit_code"])
 
 
@@ -253,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
+    inf.add_argument("--distributed", action="store_true",
+                     help="under torchrun: each process segments its share of the cases; reruns skip finished cases "
+                          "(OUT/manifest.jsonl)")
     inf.set_defaults(func=_cmd_infer)
     return p
 

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -283,6 +283,8 @@ def infer_bundle(
     device: str = "cpu",
     overrides: Mapping[str, Any] | None = None,
     series_uid: str | None = None,
+    select: Callable[[list], list] | None = None,
+    summary_name: str = "summary.json",
 ) -> dict[str, Any]:
     """Segment every case of ``inputs`` with the bundle (archive or folder) and write outputs to ``output_dir``.
 
@@ -301,9 +303,12 @@ def infer_bundle(
         device: ``cpu`` or a CUDA device such as ``cuda`` or ``cuda:N``.
         overrides: config ids of the inference config to override (``{"roi_start": [4, 4]}``).
         series_uid: series to read from DICOM folders holding several.
+        select: keeps a subset of the cases found (e.g. one rank's shard, see
+            :mod:`lesionlab.apps.deploy.shard`); an empty subset is not an error.
+        summary_name: file name of the summary in ``output_dir``.
 
     Returns:
-        the summary (also written to ``output_dir/summary.json``).
+        the summary (also written to ``output_dir/<summary_name>``).
 
     Raises:
         LesionlabError: for an unknown format or device, a bundle without weights, DICOM SEG requested while no input
@@ -332,5 +337,5 @@ def infer_bundle(
             segmenter = CaseSegmenter(src, predictor, metadata, fmt, output_dir, work)
             batch = run_cases(cases, segmenter, log=logger, name=lambda c: c.case_id)
         summary = _summary(src, metadata, cases, batch, segmenter, fmt, device, overrides)
-    atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2))
+    atomic_write_text(os.path.join(output_dir, summary_name), json.dumps(summary, indent=2))
     return summary
