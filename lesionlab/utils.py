@@ -9,7 +9,34 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["atomic_write_text", "atomic_path", "get_device"]
+__all__ = ["TEMP_PREFIX", "atomic_write_text", "atomic_path", "remove_stale_temp_files", "get_device"]
+
+#: name prefix of the temporary files of :func:`atomic_path` (a killed process may leave some behind)
+TEMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that :func:`atomic_path` left in ``folder`` when a process was killed; return them.
+
+    Only names starting with :data:`TEMP_PREFIX` directly inside ``folder`` are touched; call it when no other process
+    writes there.
+    """
+    folder = os.fspath(folder)
+    removed = []
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name.startswith(TEMP_PREFIX) and os.path.isfile(path):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -22,12 +49,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + "-", suffix=suffix, dir=folder)
     os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -23,7 +23,7 @@ rm -rf "$VENV"
 "$PY" -m pip install --quiet "$TORCH_SPEC"
 # scipy and tqdm: a MONAI Label 0.8.5 environment has both (monailabel requires scipy and monai[tqdm]), and
 # lesionlab.data, imported through the bundles' SaveImaged writer, imports them
-"$PY" -m pip install --quiet "monai==1.4.0" "numpy>=1.24,<2.0" "pytorch-ignite==0.4.11" nibabel scipy tqdm
+"$PY" -m pip install --quiet "monai==1.4.0" "numpy>=1.24,<2.0" "pytorch-ignite==0.4.11" nibabel scipy tqdm SimpleITK
 "$PY" -m pip install --quiet --no-deps -e .
 # what a plain `pip install .` (with dependencies) would add or change in this environment
 "$PY" -m pip install --quiet --dry-run --report "$VENV/lesionlab-install-report.json" -e . >/dev/null 2>&1 || true

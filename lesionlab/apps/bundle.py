@@ -42,10 +42,10 @@ def _config(bundle: str, name: str) -> str:
 
 
 def copy_bundle(src: str, dst: str) -> str:
-    """Copy a bundle's ``configs/``, ``docs/`` and ``LICENSE`` into ``dst`` (a working bundle root)."""
+    """Copy a bundle's ``configs/``, ``docs/``, ``resources/`` and ``LICENSE`` into ``dst`` (a working bundle root)."""
     src = bundle_path(src)
     os.makedirs(dst, exist_ok=True)
-    for item in ("configs", "docs"):
+    for item in ("configs", "docs", "resources"):
         if os.path.isdir(os.path.join(src, item)):
             shutil.copytree(os.path.join(src, item), os.path.join(dst, item), dirs_exist_ok=True)
     if os.path.exists(os.path.join(src, "LICENSE")):

@@ -103,10 +103,17 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_dicom(args: argparse.Namespace) -> int:
-    from lesionlab.data.dicom import synth_dicom_series
+    from lesionlab.data.dicom import synth_dicom_series, synth_head_dicom_series
 
-    s = synth_dicom_series(args.out, n_slices=args.n_slices, modality=args.modality, size=args.size, seed=args.seed)
-    print(f"wrote {len(s.files)} {args.modality} DICOM files ({args.size}x{args.size}) to {s.folder}; "
+    if args.toy:
+        s = synth_dicom_series(args.out, n_slices=args.n_slices or 24, modality=args.modality, size=args.size or 64,
+                               seed=args.seed)
+    else:
+        if args.modality != "MR":
+            raise LesionlabError("--modality CT is only available with --toy (the head series is a T1 MR)")
+        s = synth_head_dicom_series(args.out, seed=args.seed, size=args.size or 224, n_slices=args.n_slices or 52)
+    rows, cols = s.image.shape[1:]
+    print(f"wrote {len(s.files)} {args.modality} DICOM files ({rows}x{cols}) to {s.folder}; "
           f"SeriesInstanceUID {s.series_instance_uid}")
     return 0
 
@@ -115,9 +122,12 @@ def _cmd_export_archive(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import export_bundle, parse_overrides
 
     m = export_bundle(args.bundle, args.out, ckpt=args.ckpt, random_weights=args.random_weights,
-                      overrides=parse_overrides(args.set))
+                      overrides=parse_overrides(args.set), evaluation=args.evaluation, dataset=args.dataset)
+    metrics = m.get("eval_metrics")
     print(f"{args.out}: {m['bundle_name']} {m['bundle_version']}, {len(m['files'])} files + manifest.json; "
-          f"TorchScript by {m['torchscript']['method']}, ONNX by the {m['onnx']['exporter']} exporter"
+          f"TorchScript by {m['torchscript']['method']}, ONNX by the {m['onnx']['exporter']} exporter; "
+          + (f"eval_metrics: mean Dice {metrics['mean_dice']} on {metrics['n_cases']} cases ({metrics['date']})"
+             if metrics else "no eval_metrics (no evaluation of these weights)")
           + (" -- RANDOM WEIGHTS, for testing only" if m["random_weights"] else ""))
     return 0
 
@@ -128,7 +138,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import verify_bundle
     from lesionlab.utils import atomic_write_text
 
-    report = verify_bundle(args.bundle, strict_code=args.strict)
+    report = verify_bundle(args.bundle, strict_code=args.strict, trust=args.trust, expected_sha256=args.sha256)
     print(report.format())
     if args.report:
         atomic_write_text(args.report, json.dumps(report.as_dict(), indent=2))
@@ -137,17 +147,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_infer(args: argparse.Namespace) -> int:
     from lesionlab.apps.deploy import infer_bundle, parse_overrides
+    from lesionlab.apps.glomerulus_cli import infer_classification
 
+    code = infer_classification(args, parse_overrides(args.set))  # classification bundles: crops -> CSV
+    if code is not None:
+        return code
     run = infer_bundle
     if args.distributed:
         from lesionlab.apps.deploy.shard import infer_sharded as run
     s = run(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
-            overrides=parse_overrides(args.set), series_uid=args.series_uid)
+            overrides=parse_overrides(args.set), series_uid=args.series_uid, trust=args.trust,
+            overwrite=args.overwrite, space=args.space, spacing=args.spacing)
     for c in s["cases"]:
-        if c["status"] == "ok":
-            print(f"ok      {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)")
+        if c["status"] in ("ok", "skipped"):
+            done = "ok     " if c["status"] == "ok" else "skipped"
+            print(f"{done} {c['case']}: {c['output']} (lesion {c['lesion_volume_ml']:.2f} mL)"
+                  + (" -- complete from a previous run (--overwrite to redo)" if c["status"] == "skipped" else ""))
         else:
-            print(f"FAILED  {c['case']}: {c['error']}", file=sys.stderr)
+            print(f"FAILED  {c['case']}: {c['error']} (traceback in {s['log']})", file=sys.stderr)
     print(f"{s['n_ok']}/{s['n_cases']} cases segmented; summary: {args.output}/summary.json")
     if args.distributed and int(os.environ.get("RANK", 0)) != 0:
         return 0  # rank 0 reports the merged outcome; a non-zero exit here would make torchrun stop rank 0
@@ -155,6 +172,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lesionlab.apps import glomerulus_cli
     from lesionlab.apps.experiments import TABLES
 
     p = argparse.ArgumentParser(prog="lesionlab", description="lesionlab: MONAI bundles for lesion segmentation.")
@@ -187,13 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--shape", type=int, nargs=3, default=[230, 230, 154], help="volume size (default 230 230 154)")
     si.add_argument("--quiet", action="store_true", help="no progress bar")
     si.set_defaults(func=_cmd_synth_isles)
-    sd = ssub.add_parser("dicom", help="a synthetic brain MR (or CT) series written as real DICOM files, one per slice")
+    sd = ssub.add_parser("dicom", help="a synthetic T1 head series in scanner space (oblique, 0.94x0.94x3 mm) written "
+                                       "as real DICOM files, one per slice; --toy: a small toy brain (MR or CT)")
     sd.add_argument("--out", required=True, help="output folder")
-    sd.add_argument("--n-slices", type=int, default=24, help="slices (default 24, at least 16)")
-    sd.add_argument("--modality", choices=["MR", "CT"], default="MR")
-    sd.add_argument("--size", type=int, default=64, help="rows and columns (default 64)")
+    sd.add_argument("--toy", action="store_true", help="the small toy brain instead of the head (tests, no nilearn)")
+    sd.add_argument("--n-slices", type=int, help="slices (head: 52; toy: 24, at least 16)")
+    sd.add_argument("--modality", choices=["MR", "CT"], default="MR", help="CT only with --toy")
+    sd.add_argument("--size", type=int, help="rows and columns (head: 224; toy: 64)")
     sd.add_argument("--seed", type=int, default=0)
     sd.set_defaults(func=_cmd_synth_dicom)
+    glomerulus_cli.add_synth_parser(ssub)
 
     dl = sub.add_parser("datalist", help="build a MONAI datalist JSON from an ATLAS R1.1 or R2.0 folder")
     dl.add_argument("--root", required=True, help="data folder (searched recursively)")
@@ -206,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--seed", type=int, default=0)
     dl.add_argument("--skip-incomplete", action="store_true", help="warn about and skip unpaired files")
     dl.set_defaults(func=_cmd_datalist)
+    glomerulus_cli.add_datalist_parser(sub)
 
     r = sub.add_parser("run", help="run a bundle: train, evaluate or infer (MONAI's bundle runner)")
     r.add_argument("mode", choices=["train", "evaluate", "infer"])
@@ -227,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--set", action="append", metavar="ID=VALUE",
                     help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
+    glomerulus_cli.add_experiments_parser(xsub)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
     e.add_argument("bundle")
@@ -237,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("bundle", help="bundle folder or name of a project bundle")
     ex.add_argument("--out", required=True, help="archive to write (.zip)")
     ex.add_argument("--ckpt", help="trained weights (default: the bundle's models/model.pt)")
+    ex.add_argument("--evaluation", help="metrics_summary.json of the evaluation of these weights (default: the "
+                                         "bundle's eval/metrics_summary.json when newer than the weights)")
+    ex.add_argument("--dataset", help="name of the evaluation data set, recorded in eval_metrics")
     ex.add_argument("--random-weights", action="store_true",
                     help="export an untrained network when there are no weights (testing only; in the manifest)")
     ex.add_argument("--set", action="append", metavar="ID=VALUE",
@@ -245,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check an archive or bundle folder before deployment (exit 0 only if all pass)")
     v.add_argument("bundle", help="archive (.zip) or bundle folder")
-    v.add_argument("--strict", action="store_true", help="fail (and run nothing) if configs execute untrusted code")
+    v.add_argument("--strict", action="store_true",
+                   help="never run a bundle whose configs hold items outside the allow-list, even with --trust")
+    v.add_argument("--trust", action="store_true",
+                   help="run the bundle although its configs hold expressions outside the allow-list (listed as WARN)")
+    v.add_argument("--sha256", metavar="HASH", help="the archive's published sha256: the file must match it")
     v.add_argument("--report", help="also write the checks as JSON to this file")
     v.set_defaults(func=_cmd_verify)
 
@@ -262,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--distributed", action="store_true",
                      help="under torchrun: each process segments its share of the cases; reruns skip finished cases "
                           "(OUT/manifest.jsonl)")
+    inf.add_argument("--space", choices=["auto", "native", "mni"],
+                     help="native: register every input to MNI152; mni: inputs are already registered; auto (the "
+                          "bundle's default): register unless the input is on the model grid")
+    inf.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                     help="voxel spacing (mm) for inputs whose headers have none (refused otherwise)")
+    inf.add_argument("--trust", action="store_true",
+                     help="run a bundle whose configs hold expressions outside the allow-list (refused otherwise)")
+    inf.add_argument("--overwrite", action="store_true", help="redo cases whose output and report already exist")
     inf.set_defaults(func=_cmd_infer)
     return p
 

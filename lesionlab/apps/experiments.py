@@ -30,7 +30,7 @@ from lesionlab.apps.bundle import bundle_path, copy_bundle
 from lesionlab.errors import LesionlabError
 from lesionlab.utils import atomic_path, atomic_write_text
 
-__all__ = ["Row", "TABLES", "run_table", "wilcoxon_p"]
+__all__ = ["Row", "TABLES", "run_table", "open_table", "run_rows", "train_and_evaluate_row", "wilcoxon_p"]
 
 DUNET = "brain_mri_dunet_stroke_segmentation"
 UNET3D = "brain_mri_unet3d_stroke_segmentation"
@@ -216,7 +216,9 @@ def _complexity(root: str, row: Row) -> dict[str, float]:
     return {"params": count_parameters(net), "flops_torch": count_flops_torch(net, shape), "input_shape": shape}
 
 
-def _run_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool, extra: dict[str, Any]) -> dict:
+def train_and_evaluate_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool,
+                           extra: dict[str, Any]) -> tuple[str, float]:
+    """Copy the row's bundle into ``workdir``, train it and run its ``evaluate.json``; return (root, seconds)."""
     from monai.bundle import run
 
     root = copy_bundle(bundle_path(row.bundle), os.path.join(workdir, row.slug))
@@ -232,10 +234,14 @@ def _run_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool, ex
         **overrides)
     run("evaluating", meta_file=meta, config_file=_configs(root, row, "train", "evaluate"), logging_file=log,
         **overrides)
+    return root, round(time.time() - t0, 1)
+
+
+def _run_row(row: Row, workdir: str, datalist: str, epochs: int, quick: bool, extra: dict[str, Any]) -> dict:
+    root, seconds = train_and_evaluate_row(row, workdir, datalist, epochs, quick, extra)
     with open(os.path.join(root, "eval", "metrics_summary.json")) as f:
         report = json.load(f)
-    return {"summary": report["summary"], "cases": report["cases"], "seconds": round(time.time() - t0, 1),
-            **_complexity(root, row)}
+    return {"summary": report["summary"], "cases": report["cases"], "seconds": seconds, **_complexity(root, row)}
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -294,6 +300,31 @@ def _boxplot(spec: dict, results: dict[str, dict], out_png: str) -> None:
     plt.close(fig)
 
 
+def open_table(tables: dict[str, dict], table_id: str, datalist: str, workdir: str, prefix: str,
+               datalist_command: str) -> tuple[dict, str, str]:
+    """Check the table id and the datalist; return (table spec, absolute datalist, created ``<prefix>_<id>`` dir)."""
+    if table_id not in tables:
+        raise LesionlabError(f"unknown table {table_id!r}; choose from {sorted(tables)}")
+    datalist = os.path.abspath(datalist)
+    if not os.path.isfile(datalist):
+        raise LesionlabError(f"{datalist}: datalist not found (build one with `{datalist_command}`)")
+    workdir = os.path.join(os.path.abspath(workdir), f"{prefix}_{table_id}")
+    os.makedirs(workdir, exist_ok=True)
+    return tables[table_id], datalist, workdir
+
+
+def run_rows(spec: dict, run_row: Any, label: str, workdir: str, datalist: str, epochs: int, quick: bool,
+             extra: dict[str, Any] | None, rows: Sequence[str] | None = None) -> dict[str, dict]:
+    """``run_row(row, workdir, datalist, epochs, quick, extra)`` for every runnable row (optionally only ``rows``)."""
+    results: dict[str, dict] = {}
+    for row in spec["rows"]:
+        if row.bundle is None or (rows and row.name not in rows):
+            continue
+        print(f"[{label}] {row.name}: training {epochs} epoch(s) and evaluating ...", flush=True)
+        results[row.name] = run_row(row, workdir, datalist, epochs, quick, extra or {})
+    return results
+
+
 def run_table(table_id: str, datalist: str, workdir: str, epochs: int = 150, quick: bool = False,
               rows: Sequence[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, str]:
     """Run every runnable row of a table and write its markdown table, box plot and JSON into ``workdir``.
@@ -311,20 +342,8 @@ def run_table(table_id: str, datalist: str, workdir: str, epochs: int = 150, qui
             "roi_end": [48, 48], "spatial_size": [96, 96]}`` (AGMR-Net / TSRL-Net need multiples of 96; ids a
             bundle does not use, e.g. ``spatial_size`` for the 3D U-Net, are ignored by it).
     """
-    if table_id not in TABLES:
-        raise LesionlabError(f"unknown table {table_id!r}; choose from {sorted(TABLES)}")
-    datalist = os.path.abspath(datalist)
-    if not os.path.isfile(datalist):
-        raise LesionlabError(f"{datalist}: datalist not found (build one with `lesionlab datalist`)")
-    spec = TABLES[table_id]
-    workdir = os.path.join(os.path.abspath(workdir), f"table_{table_id}")
-    os.makedirs(workdir, exist_ok=True)
-    results: dict[str, dict] = {}
-    for row in spec["rows"]:
-        if row.bundle is None or (rows and row.name not in rows):
-            continue
-        print(f"[table {table_id}] {row.name}: training {epochs} epoch(s) and evaluating ...", flush=True)
-        results[row.name] = _run_row(row, workdir, datalist, epochs, quick, extra or {})
+    spec, datalist, workdir = open_table(TABLES, table_id, datalist, workdir, "table", "lesionlab datalist")
+    results = run_rows(spec, _run_row, f"table {table_id}", workdir, datalist, epochs, quick, extra, rows)
     ref = next((r.name for r in spec["rows"] if r.reference and r.name in results), None)
     pvals: dict[str, float] = {}
     if ref is not None:

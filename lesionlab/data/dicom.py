@@ -37,6 +37,7 @@ __all__ = [
     "read_dicom_series",
     "dicom_series_to_nifti",
     "synth_dicom_series",
+    "synth_head_dicom_series",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class DicomSeries:
     patient_id: str = ""
     series_description: str = ""
     other_series: dict[str, int] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
 
     def info(self) -> dict[str, object]:
         """JSON-serialisable description (no file list) for reports."""
@@ -101,6 +103,7 @@ class DicomSeries:
             "patient_id": self.patient_id,
             "series_description": self.series_description,
             "other_series": dict(self.other_series),
+            "assumptions": list(self.assumptions),
         }
 
 
@@ -245,12 +248,36 @@ def _check_geometry(folder: str, headers: Sequence) -> None:
                                 "missing slices or a variable-thickness series cannot be read as one volume")
 
 
-def read_dicom_series(folder: str, series_uid: str | None = None):
+def _geometry_missing(header) -> list[str]:
+    """What a series' first header lacks of its geometry: pixel spacing and/or orientation (single- or multi-frame
+    attributes, top level or in the shared/per-frame functional groups)."""
+
+    def find(keyword: str, group: str) -> bool:
+        if keyword in header:
+            return True
+        for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            items = header.get(seq) or []
+            if items and group in items[0] and items[0][group].value and keyword in items[0][group][0]:
+                return True
+        return False
+
+    missing = []
+    if not find("PixelSpacing", "PixelMeasuresSequence"):
+        missing.append("PixelSpacing")
+    if not find("ImageOrientationPatient", "PlaneOrientationSequence"):
+        missing.append("ImageOrientationPatient")
+    return missing
+
+
+def read_dicom_series(folder: str, series_uid: str | None = None, spacing: Sequence[float] | None = None):
     """Read one DICOM image series of ``folder`` as a SimpleITK image (LPS geometry kept) and describe it.
 
     Args:
         folder: folder with the series' files (not searched recursively).
         series_uid: ``SeriesInstanceUID`` to read; default: the series with the most files.
+        spacing: explicit voxel spacing (mm, x y z) for a series whose headers have no PixelSpacing or orientation;
+            without it such a series is refused (GDCM would read it as 1 x 1 x 1 mm with an identity direction).
+            The assumption is recorded in :attr:`DicomSeries.assumptions`.
 
     Returns:
         ``(image, series)``: a ``SimpleITK.Image`` and its :class:`DicomSeries`.
@@ -291,6 +318,16 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
     modality = str(headers[0].get("Modality", ""))
     if modality.upper() in _NON_IMAGE_MODALITIES:
         raise DataError(folder, f"series {uid} is a {modality} object, not an image series")
+    missing = _geometry_missing(headers[0])
+    assumptions: list[str] = []
+    if missing and spacing is None:
+        raise DataError(files[0] if len(files) == 1 else folder,
+                        f"series {uid} has no {' and no '.join(missing)}: voxel size and direction would be invented "
+                        "(read as 1 x 1 x 1 mm), so lesion volumes in mL would be wrong. Give the spacing explicitly "
+                        "(lesionlab infer --spacing X Y Z) to use it anyway")
+    if missing:
+        assumptions.append(f"series has no {' and no '.join(missing)}: voxel spacing {list(spacing)} mm given by the "
+                           "user" + (", identity direction assumed" if "ImageOrientationPatient" in missing else ""))
     if len(files) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1:
         try:
             image = sitk.ReadImage(files[0])  # one multi-frame file (e.g. NM): GDCM builds the volume
@@ -320,15 +357,22 @@ def read_dicom_series(folder: str, series_uid: str | None = None):
         patient_id=str(h.get("PatientID", "")),
         series_description=str(h.get("SeriesDescription", "")),
         other_series={u: len(f) for u, f in all_series.items() if u != uid},
+        assumptions=assumptions,
     )
+    if missing:
+        image.SetSpacing([float(v) for v in spacing])  # type: ignore[union-attr] - given when missing
+        if "ImageOrientationPatient" in missing:
+            image.SetDirection(np.eye(3).ravel().tolist())
     return image, series
 
 
-def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = None) -> DicomSeries:
-    """Write one DICOM series of ``folder`` to NIfTI ``out_path`` (geometry kept; written atomically)."""
+def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = None,
+                          spacing: Sequence[float] | None = None) -> DicomSeries:
+    """Write one DICOM series of ``folder`` to NIfTI ``out_path`` (geometry kept; written atomically); ``spacing``
+    as in :func:`read_dicom_series`."""
     import SimpleITK as sitk
 
-    image, series = read_dicom_series(folder, series_uid)
+    image, series = read_dicom_series(folder, series_uid, spacing)
     suffix = ".nii.gz" if out_path.endswith(".nii.gz") else os.path.splitext(out_path)[1]
     with atomic_path(out_path, suffix=suffix) as tmp:
         sitk.WriteImage(image, tmp, True)
@@ -353,6 +397,7 @@ def synth_dicom_series(
     orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
     patient_id: str = "LESIONLAB-SYNTH",
     patient_name: str = "LESIONLAB^SYNTHETIC",
+    volume: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SyntheticSeries:
     """Write a synthetic brain-like series (one lesion) as DICOM files, one file per slice.
 
@@ -374,6 +419,8 @@ def synth_dicom_series(
         orientation: ImageOrientationPatient (row direction, column direction).
         patient_id: PatientID written.
         patient_name: PatientName written (DICOM ``family^given`` form).
+        volume: ``(image, mask)`` to write instead of the toy brain, axes ``(columns, rows, slices)``, image in about
+            [0, 1] (``n_slices`` and ``size`` are then taken from it; rows and columns may differ).
 
     Returns:
         the :class:`SyntheticSeries` written.
@@ -392,7 +439,7 @@ def synth_dicom_series(
     if modality not in _SOP_CLASS:
         raise ValueError(f"modality must be one of {sorted(_SOP_CLASS)}, got {modality!r} "
                          "(NM and PT series are multi-frame or need decay data; not synthesised)")
-    if n_slices < 16 or size < 16:
+    if volume is None and (n_slices < 16 or size < 16):
         raise ValueError(f"n_slices and size must be at least 16, got {n_slices} and {size}")
     iop = np.asarray(orientation, dtype=float)
     row_dir, col_dir = iop[:3], iop[3:]
@@ -400,7 +447,11 @@ def synth_dicom_series(
             and abs(np.dot(row_dir, col_dir)) < 1e-4):
         raise ValueError(f"orientation must be two orthonormal direction cosines, got {tuple(orientation)}")
     normal = np.cross(row_dir, col_dir)
-    image, mask = synth_volume_pair((size, size, n_slices), seed=seed)  # (x=columns, y=rows, z=slices)
+    if volume is None:
+        image, mask = synth_volume_pair((size, size, n_slices), seed=seed)  # (x=columns, y=rows, z=slices)
+    else:
+        image, mask = np.asarray(volume[0], dtype=np.float32), np.asarray(volume[1])
+        n_slices = image.shape[2]
     image = np.transpose(image, (2, 1, 0))  # -> (slices, rows, columns)
     mask = np.transpose(mask, (2, 1, 0)).astype(np.uint8)
     if modality == "MR":
@@ -473,3 +524,47 @@ def synth_dicom_series(
         frame_of_reference_uid=for_uid, image=stored, mask=mask,
         pixel_spacing=(float(pixel_spacing[0]), float(pixel_spacing[1])), slice_spacing=float(slice_spacing),
     )
+
+
+def synth_head_dicom_series(
+    out_dir: str,
+    seed: int = 0,
+    tilt_degrees: tuple[float, float, float] = (12.0, -4.0, 6.0),
+    shift_mm: tuple[float, float, float] = (6.0, -10.0, 8.0),
+    pixel_spacing: float = 0.9375,
+    slice_spacing: float = 3.0,
+    size: int = 224,
+    n_slices: int = 52,
+) -> SyntheticSeries:
+    """A synthetic T1 head series in scanner space: a synthetic stroke subject (MNI152 template based, as in
+    :func:`lesionlab.data.synthetic.synth_atlas`) moved by a rigid map (``tilt_degrees`` about x, y, z and
+    ``shift_mm``) and sampled on an axial-oblique grid of ``size`` x ``size`` x ``n_slices`` voxels of
+    ``pixel_spacing`` x ``pixel_spacing`` x ``slice_spacing`` mm, written as real DICOM files. It is what a hospital
+    series looks like to ``lesionlab infer``: not on the model grid, so the bundles register it to MNI152.
+    :attr:`SyntheticSeries.mask` is the lesion on the series grid (linear interpolation, threshold 0.5).
+    """
+    from lesionlab.data.grid import resample
+    from lesionlab.data.synthetic.brain import synth_subject
+
+    image, mask, affine = synth_subject(seed)
+    rx, ry, rz = np.deg2rad(tilt_degrees)
+    rot_x = np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
+    rot_y = np.array([[np.cos(ry), 0, np.sin(ry)], [0, 1, 0], [-np.sin(ry), 0, np.cos(ry)]])
+    rot_z = np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]])
+    move = np.eye(4)  # series (scanner) world -> MNI world
+    move[:3, :3], move[:3, 3] = rot_z @ rot_y @ rot_x, shift_mm
+    axes = np.diag([-1.0, -1.0, 1.0])  # RAS directions of an axial series: rows to the left, columns backwards, up
+    spacing = np.array([pixel_spacing, pixel_spacing, slice_spacing])
+    extent = (np.array([size, size, n_slices]) - 1) * spacing
+    grid = np.eye(4)
+    grid[:3, :3] = axes * spacing[None, :]
+    grid[:3, 3] = -axes @ (extent / 2.0) + np.array([0.0, -18.0, 10.0])  # centred on the head
+    head = resample(image[None].astype(np.float32), affine, (size, size, n_slices), grid, move, order=1)[0]
+    lesion = resample(mask[None].astype(np.float32), affine, (size, size, n_slices), grid, move, order=1)[0] > 0.5
+    head = head / max(float(head.max()), 1e-6)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ axes
+    orientation = (*lps[:, 0], *lps[:, 1])
+    origin = tuple(float(v) for v in np.diag([-1.0, -1.0, 1.0]) @ grid[:3, 3])
+    return synth_dicom_series(out_dir, seed=seed, pixel_spacing=(pixel_spacing, pixel_spacing),
+                              slice_spacing=slice_spacing, origin=origin, orientation=orientation,
+                              volume=(head, lesion.astype(np.uint8)))

@@ -17,7 +17,7 @@ from lesionlab.data.dicom import DicomSeries, SegmentInfo, read_dicom_series
 from lesionlab.errors import DataError, LesionlabError
 from lesionlab.utils import atomic_path
 
-__all__ = ["write_dicom_seg"]
+__all__ = ["frame_slices", "write_dicom_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,25 @@ def _on_series_grid(label, reference):
         return label
     logger.info("label grid differs from the DICOM series grid: resampling (nearest neighbour)")
     return sitk.Resample(label, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+
+
+def frame_slices(source, reference, path: str) -> list[int]:
+    """For each frame of a multi-frame (enhanced) source, the slice of ``reference`` (its volume) it lies on."""
+    frames = source.get("PerFrameFunctionalGroupsSequence") or []
+    n = int(source.NumberOfFrames)
+    positions = []
+    for f in frames:
+        if "PlanePositionSequence" not in f:
+            break
+        positions.append([float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient])
+    if len(positions) != n:
+        raise LesionlabError(f"{path}: multi-frame source without a plane position for every frame; a DICOM SEG "
+                             "cannot place its frames (use --format nifti or nrrd)")
+    index = [int(reference.TransformPhysicalPointToIndex(p)[2]) for p in positions]
+    if sorted(index) != list(range(reference.GetSize()[2])):
+        raise LesionlabError(f"{path}: the frames of the multi-frame source do not form one volume (frame slices "
+                             f"{index[:8]}...); use --format nifti or nrrd")
+    return index
 
 
 def write_dicom_seg(
@@ -62,7 +81,7 @@ def write_dicom_seg(
         ``out_path``.
 
     Raises:
-        LesionlabError: when no segment is given or the source series is not single-frame.
+        LesionlabError: when no segment is given, or a multi-frame source's frames do not form one volume.
         DataError: naming the file, when the label image or a source slice cannot be read (``out_path`` untouched).
     """
     import highdicom as hd
@@ -89,13 +108,12 @@ def write_dicom_seg(
             sources.append(pydicom.dcmread(f))
         except Exception as err:  # any parse failure is a data problem of this file
             raise DataError(f, f"source slice is not a readable DICOM file any more ({err})") from err
-    if len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1:
-        raise LesionlabError(f"{series.folder}: DICOM SEG output for a multi-frame source ({series.modality}) is not "
-                             "supported; use --format nifti or nrrd")
     reference, _ = read_dicom_series(series.folder, series.series_instance_uid)
     label = _on_series_grid(label, reference)
     arr = sitk.GetArrayFromImage(label)  # (slices, rows, columns), slices in series.files order
-    if arr.shape[0] != len(sources) or arr.shape[1:] != (int(sources[0].Rows), int(sources[0].Columns)):
+    if len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1:
+        arr = arr[frame_slices(sources[0], reference, series.files[0])]  # one label frame per source frame
+    elif arr.shape[0] != len(sources) or arr.shape[1:] != (int(sources[0].Rows), int(sources[0].Columns)):
         raise LesionlabError(f"label shape {arr.shape} does not match the series ({len(sources)} slices of "
                              f"{sources[0].Rows}x{sources[0].Columns})")
     masks = np.stack([(arr == s.label_value) for s in segments], axis=-1).astype(np.uint8)  # (F, R, C, S)

@@ -13,18 +13,23 @@ SEG (:func:`lesionlab.data.dicom_seg.write_dicom_seg`), and per-case numbers (:f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lesionlab.data.dicom import DicomSeries, SegmentInfo, dicom_series_to_nifti, is_dicom_file, list_dicom_series
+from lesionlab.data.headers import check_image_header, itk_header_reader
 from lesionlab.errors import DataError
 from lesionlab.utils import atomic_path
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "is_mask_name",
     "IMAGE_SUFFIXES",
     "Case",
     "PreparedCase",
@@ -64,11 +69,23 @@ class Case:
 
 @dataclass
 class PreparedCase:
-    """A case ready for a bundle: its NIfTI path and, for DICOM, the series it came from."""
+    """A case ready for a bundle: its NIfTI path, for DICOM the series it came from, and the assumptions made."""
 
     case: Case
     nifti: str
     series: DicomSeries | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+
+#: file names that are label masks or segmentations, never scans (ATLAS R1.1/R2.0, BIDS, lesionlab's own outputs)
+MASK_NAME = re.compile(r"(lesionsmooth|_mask\b|_mask[._]|label-|_label\b|_seg\b|_seg[._]|\.seg\.|_lesion\b|_lesion[._]|"
+                       r"_roi\b|_roi[._]|_ot\b|_ot[._])", re.IGNORECASE)
+
+
+def is_mask_name(path: str) -> bool:
+    """True when the file name says it is a label mask or a segmentation (``*_LesionSmooth_stx``, ``*_mask``,
+    ``label-*``, ``*_seg``, ``*.seg.nrrd``...): such files are never taken as scans when a folder is searched."""
+    return bool(MASK_NAME.search(os.path.basename(path)))
 
 
 def image_kind(path: str) -> str | None:
@@ -185,7 +202,10 @@ def find_cases(path: str, series_uid: str | None = None) -> list[Case]:
             cases.append(_case_for(folder, root=path, series_uid=series_uid))
             dirs[:] = []  # a series folder's sub-folders are not searched
             continue
-        cases.extend(_case_for(f, root=path) for f in full if image_kind(f))
+        masks = [f for f in full if image_kind(f) and is_mask_name(f)]
+        for f in masks:
+            logger.info("%s: a label mask or segmentation by its name; not segmented", f)
+        cases.extend(_case_for(f, root=path) for f in full if image_kind(f) and f not in masks)
     if not cases:
         raise DataError(path, f"no images ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series found in this folder")
     return _unique(cases)
@@ -196,7 +216,7 @@ def _last_line(err: BaseException) -> str:
     return next((ln for ln in reversed(lines) if "ERROR" in ln), lines[-1] if lines else type(err).__name__)
 
 
-def read_volume(path: str, kind: str | None = None):
+def read_volume(path: str, kind: str | None = None, spacing: Sequence[float] | None = None):
     """Read an NRRD or MetaImage file as a 3D single-component SimpleITK image, or say clearly what is wrong.
 
     A 4D image whose fourth axis has size 1 is read as its 3D volume. Floating-point images must hold finite values.
@@ -204,9 +224,11 @@ def read_volume(path: str, kind: str | None = None):
     Args:
         path: ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` file.
         kind: ``"nrrd"`` or ``"metaimage"`` (default: from the suffix), used in messages.
+        spacing: explicit spacing (mm) for a header without orientation (see
+            :func:`lesionlab.data.headers.check_image_header`); such a header is refused without it.
 
     Returns:
-        the ``SimpleITK.Image``.
+        the ``SimpleITK.Image`` (with ``spacing`` and identity direction when they were given for a header without).
 
     Raises:
         DataError: naming ``path``, for a missing, zero-byte, unparsable or truncated file, an image that is not 3D
@@ -221,12 +243,8 @@ def read_volume(path: str, kind: str | None = None):
         raise DataError(path, f"is a folder, not a {label} file")
     if os.path.getsize(path) == 0:
         raise DataError(path, f"zero-byte file (empty), not a {label} image")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, f"not a readable {label} image: its header cannot be parsed ({_last_line(err)})") from err
+    reader = itk_header_reader(path, f"{label} image")
+    check_image_header(path, spacing)  # declared size and spacing, before the voxels are allocated
     try:
         image = reader.Execute()
     except RuntimeError as err:
@@ -238,6 +256,10 @@ def read_volume(path: str, kind: str | None = None):
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(path, f"expected a 3D volume with one component per voxel, got a {image.GetDimension()}D "
                               f"image of size {list(size)} with {image.GetNumberOfComponentsPerPixel()} components")
+    if spacing is not None and not check_image_header(path, spacing).has_geometry:
+        image.SetSpacing([float(v) for v in spacing])
+        image.SetDirection(np.eye(3).ravel().tolist())
+        image.SetOrigin((0.0, 0.0, 0.0))
     arr = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(arr.dtype, np.floating):
         n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
@@ -246,12 +268,15 @@ def read_volume(path: str, kind: str | None = None):
     return image
 
 
-def prepare_case(case: Case, work_dir: str) -> PreparedCase:
+def prepare_case(case: Case, work_dir: str, spacing: Sequence[float] | None = None) -> PreparedCase:
     """Make ``case`` readable by a bundle: NIfTI as is, anything else converted to ``work_dir/<case_id>.nii.gz``.
 
-    NRRD and MetaImage inputs are checked by :func:`read_volume`; DICOM series by
-    :func:`lesionlab.data.dicom.read_dicom_series`. NIfTI inputs are passed on unread (the bundle's ``LoadImaged``
-    reports their problems).
+    Every input is checked before its voxels are allocated (:func:`lesionlab.data.headers.check_image_header`:
+    declared size, spacing > 0, orientation present, data length); NRRD and MetaImage inputs are then read by
+    :func:`read_volume`, DICOM series by :func:`lesionlab.data.dicom.read_dicom_series`. A NIfTI input with a sound
+    header is passed on unread. A header without orientation is refused unless ``spacing`` is given; then the case
+    is rewritten with that spacing, identity direction and origin 0, and the assumption is listed in
+    :attr:`PreparedCase.assumptions`.
 
     Raises:
         DataError: for a missing or unreadable input.
@@ -260,19 +285,31 @@ def prepare_case(case: Case, work_dir: str) -> PreparedCase:
 
     if not os.path.exists(case.path):
         raise DataError(case.path, "no such file or folder")
-    if case.kind == "nifti":
-        return PreparedCase(case, case.path)
     out = os.path.join(work_dir, f"{case.case_id}.nii.gz")
     if case.kind == "dicom":
         list_dicom_series(case.path)  # a clear error for a folder without a series
-        series = dicom_series_to_nifti(case.path, out, case.series_uid)
-        return PreparedCase(case, out, series)
-    if case.kind not in ("nrrd", "metaimage"):
+        series = dicom_series_to_nifti(case.path, out, case.series_uid, spacing=spacing)
+        return PreparedCase(case, out, series, list(series.assumptions))
+    if case.kind not in ("nifti", "nrrd", "metaimage"):
         raise DataError(case.path, f"unsupported input kind {case.kind!r}")
-    image = read_volume(case.path, case.kind)
+    header = check_image_header(case.path, spacing)
+    if case.kind == "nifti" and header.has_geometry:
+        return PreparedCase(case, case.path)
+    if case.kind == "nifti":
+        import nibabel as nib
+
+        img = nib.load(case.path)
+        affine = np.diag([*[float(v) for v in spacing], 1.0])  # type: ignore[union-attr] - checked above
+        fixed = nib.Nifti1Image(np.asanyarray(img.dataobj), affine)
+        fixed.set_qform(affine, 1)
+        fixed.set_sform(affine, 1)
+        with atomic_path(out, suffix=".nii.gz") as tmp:
+            nib.save(fixed, tmp)
+        return PreparedCase(case, out, None, header.assumptions)
+    image = read_volume(case.path, case.kind, spacing)
     with atomic_path(out, suffix=".nii.gz") as tmp:
         sitk.WriteImage(image, tmp, True)
-    return PreparedCase(case, out)
+    return PreparedCase(case, out, None, header.assumptions)
 
 
 def segments_from_metadata(metadata: Mapping) -> list[SegmentInfo]:

@@ -7,6 +7,11 @@ loaded, which :class:`lesionlab.transforms.ValidateVolume` uses inside bundle pi
 problem                                    message (after ``<file>: ``)
 =========================================  ============================================================
 missing file / a folder                    ``file does not exist`` / ``is a folder, not an image file``
+header declaring too many voxels           ``implausible image header ...`` (before any voxel is allocated)
+zero, negative or non-finite spacing       ``invalid voxel spacing ...``
+no orientation (NIfTI q/sform code 0,      ``no voxel spacing/orientation in the header ...`` unless an
+NRRD/MHA without space directions)         explicit spacing is given (:func:`check_image_header`)
+fewer data bytes than the header declares  ``truncated image file: ...``
 zero-byte file                             ``empty (zero-byte) file``
 not an image (text, HTML...)               ``not a NIfTI image ...`` / ``not a gzip-compressed NIfTI file ...``
 truncated or damaged data                  ``truncated or corrupt image file (...)``
@@ -104,6 +109,10 @@ def _stream_problem(path: str) -> str | None:
 def _read_nifti(path: str) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
+    from lesionlab.data.headers import check_image_header
+
+    check_image_header(path, spacing=(1.0, 1.0, 1.0))  # before any allocation; orientation is the caller's concern
+
     with open(path, "rb") as f:
         head = f.read(2)
     if path.lower().endswith(".gz") and head != _GZIP_MAGIC:
@@ -140,12 +149,10 @@ def _read_itk(path: str) -> tuple[np.ndarray, np.ndarray]:
     """MetaImage/NRRD with SimpleITK, returned like nibabel/MONAI ITKReader: array (x, y, z), RAS affine."""
     import SimpleITK as sitk
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, f"not a readable image ({_itk_reason(err)})") from err
+    from lesionlab.data.headers import check_image_header, itk_header_reader
+
+    check_image_header(path, spacing=(1.0, 1.0, 1.0))  # before any allocation; orientation is the caller's concern
+    reader = itk_header_reader(path)
     size = tuple(int(s) for s in reader.GetSize())
     if int(np.prod(size, dtype=np.float64)) * max(1, reader.GetNumberOfComponents()) > MAX_VOXELS:
         raise DataError(path, f"implausible image header (size {size}); the file is damaged or not an image")

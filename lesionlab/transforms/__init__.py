@@ -8,10 +8,21 @@ from .array import (
     MergeMasks,
     NeighbourSliceStack,
     RandSlice25D,
+    RegisterToTemplate,
+    ValidateHeader,
     ValidateVolume,
     stack_slices,
 )
-from .dictionary import InPlaneCropResized, MergeMasksd, NeighbourSliceStackd, RandSlice25Dd, ValidateVolumed
+from .dictionary import (
+    InPlaneCropResized,
+    MergeMasksd,
+    NeighbourSliceStackd,
+    RandSlice25Dd,
+    RegisterToTemplated,
+    ValidateHeaderd,
+    ValidateVolumed,
+)
+from .stain import StainNormalize, StainNormalized, StainNormalizer, ValidateRGB, ValidateRGBd
 
 __all__ = [
     "DEFAULT_OFFSETS",
@@ -19,11 +30,20 @@ __all__ = [
     "MergeMasks",
     "NeighbourSliceStack",
     "RandSlice25D",
+    "RegisterToTemplate",
+    "ValidateHeader",
     "ValidateVolume",
     "stack_slices",
     "InPlaneCropResized",
     "MergeMasksd",
     "NeighbourSliceStackd",
     "RandSlice25Dd",
+    "RegisterToTemplated",
+    "ValidateHeaderd",
     "ValidateVolumed",
+    "StainNormalize",
+    "StainNormalized",
+    "StainNormalizer",
+    "ValidateRGB",
+    "ValidateRGBd",
 ]

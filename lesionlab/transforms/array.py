@@ -7,6 +7,7 @@ a 2.5D sample of slice ``i`` stacks slices ``i + o`` for ``o`` in ``offsets`` (d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ __all__ = [
     "RandSlice25D",
     "MergeMasks",
     "ValidateVolume",
+    "RegisterToTemplate",
+    "ValidateHeader",
     "DEFAULT_OFFSETS",
     "stack_slices",
 ]
@@ -242,4 +245,172 @@ class ValidateVolume(Transform):
             check_same_grid(img.shape[1:], affine, reference.shape[1:], getattr(reference, "affine", None), name,
                             self.name_of(reference), tol=self.tol)
         return img
+
+
+
+def _with_affine(array: np.ndarray, like: NdarrayOrTensor, affine: np.ndarray) -> MetaTensor:
+    """``array`` as a MetaTensor with the metadata and applied operations of ``like`` and a new ``affine``."""
+    meta = {k: v for k, v in getattr(like, "meta", {}).items() if k != "affine"}
+    ops = list(getattr(like, "applied_operations", []))
+    return MetaTensor(torch.as_tensor(array), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta,
+                      applied_operations=ops)
+
+
+class RegisterToTemplate(InvertibleTransform):
+    """Bring a channel-first scan ``(C, x, y, z)`` from its native grid onto the model grid in MNI152 space.
+
+    The scan (its first channel) is registered to the MNI152 template with
+    :func:`lesionlab.transforms.registration.register_to_template` (affine, mutual information, multi-resolution,
+    quality-checked: a failed registration raises a :class:`~lesionlab.errors.DataError`), then every channel is
+    resampled (linear) onto the model grid ``grid_shape``/``grid_affine``. ``inverse`` maps data on the model grid
+    (a prediction) back onto the native grid with the inverse affine (linear for floating-point data, nearest
+    neighbour for integer labels), so ``Invertd`` returns predictions with the input's geometry.
+
+    ``space``: ``"native"`` always registers; ``"mni"`` takes the scan as already registered (identity map; the scan
+    is only resampled when its grid differs from the model grid); ``"auto"`` (default) registers unless the scan is
+    already on the model grid (same shape, affine within 1e-3 mm), as ATLAS ``*_stx`` files are. What was done (mode,
+    4x4 map, NCC, coverage, seconds) is pushed with the transform and, with ``record_dir``, written to
+    ``<record_dir>/<file stem>_registration.json``.
+
+    Args:
+        template: template NIfTI (default: the 2 mm MNI152 template shipped with lesionlab; bundles name their own
+            copy in ``resources/``).
+        grid_shape: spatial shape of the model grid. Defaults to 197 x 233 x 189.
+        grid_affine: its 4x4 RAS affine. Defaults to the 1 mm MNI152 grid of ATLAS R1.1.
+        space: ``"auto"``, ``"native"`` or ``"mni"``.
+        min_similarity: smallest accepted NCC with the template (see the registration module). Defaults to 0.4.
+        min_coverage: smallest accepted covered fraction of the template brain. Defaults to 0.6.
+        record_dir: folder for the registration record (``None``: no file).
+        threads: SimpleITK threads (``None``: SimpleITK's default).
+    """
+
+    SPACES = ("auto", "native", "mni")
+
+    def __init__(
+        self,
+        template: str | None = None,
+        grid_shape: Sequence[int] | None = None,
+        grid_affine: Sequence[Sequence[float]] | None = None,
+        space: str = "auto",
+        min_similarity: float = 0.4,
+        min_coverage: float = 0.6,
+        record_dir: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from .registration import MNI152_GRID_AFFINE, MNI152_GRID_SHAPE, MNI152_TEMPLATE
+
+        if space not in self.SPACES:
+            raise ValueError(f"space must be one of {self.SPACES}, got {space!r}.")
+        self.template = template or MNI152_TEMPLATE
+        self.grid_shape = tuple(int(s) for s in (grid_shape or MNI152_GRID_SHAPE))
+        self.grid_affine = np.asarray(grid_affine if grid_affine is not None else MNI152_GRID_AFFINE, dtype=np.float64)
+        if len(self.grid_shape) != 3 or self.grid_affine.shape != (4, 4):
+            raise ValueError(f"grid_shape must give 3 sizes and grid_affine be 4x4, got {self.grid_shape} and "
+                             f"{self.grid_affine.shape}.")
+        self.space, self.min_similarity, self.min_coverage = space, float(min_similarity), float(min_coverage)
+        self.record_dir, self.threads = record_dir, threads
+
+    def _record(self, name: str, info: dict) -> None:
+        import json
+
+        from lesionlab.utils import atomic_write_text
+
+        if not self.record_dir:
+            return
+        stem = os.path.basename(name)
+        for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+        atomic_write_text(os.path.join(self.record_dir, f"{stem}_registration.json"), json.dumps(info, indent=2))
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        from .registration import (
+            Registration,
+            load_template,
+            register_to_template,
+            registration_quality,
+            resample,
+            same_grid,
+        )
+
+        if not isinstance(img, MetaTensor) or img.ndim != 4:
+            raise ValueError("RegisterToTemplate needs a channel-first MetaTensor (C, x, y, z) with its affine (load "
+                             f"it with LoadImage), got {type(img).__name__} of shape {tuple(img.shape)}.")
+        name = ValidateVolume.name_of(img)
+        data = img.detach().cpu().as_tensor().numpy()
+        affine = img.affine.detach().cpu().numpy().astype(np.float64)
+        on_grid = same_grid(data.shape[1:], affine, self.grid_shape, self.grid_affine)
+        if self.space == "mni" or (self.space == "auto" and on_grid):
+            tpl, tpl_affine = load_template(self.template)
+            similarity, coverage = registration_quality(tpl, tpl_affine, data[0], affine, np.eye(4))
+            reg = Registration(np.eye(4), similarity, coverage, 0.0, None, "identity")
+        else:
+            reg = register_to_template(data[0], affine, self.template, name, self.min_similarity, self.min_coverage,
+                                       self.threads)
+        resampled = not (reg.mode == "identity" and on_grid)
+        out_arr = resample(data, affine, self.grid_shape, self.grid_affine, reg.world) if resampled else data
+        out = _with_affine(out_arr, img, self.grid_affine)
+        info = {"file": name, "space": self.space, "resampled": resampled, "native_shape": list(data.shape[1:]),
+                "native_affine": affine.tolist(), "model_grid_shape": list(self.grid_shape),
+                "model_grid_affine": self.grid_affine.tolist(), **reg.as_dict()}
+        self.push_transform(out, orig_size=data.shape[1:], extra_info={k: info[k] for k in (
+            "resampled", "native_affine", "world", "mode", "similarity", "coverage")})
+        self._record(name, info)
+        return out
+
+    def apply_recorded(self, img: NdarrayOrTensor, reference: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Put ``img`` (a label on the reference's native grid) on the model grid with the map found for
+        ``reference`` (the output of this transform): nearest neighbour for integer data, linear otherwise."""
+        from monai.utils import TraceKeys
+
+        from .registration import resample
+
+        info = dict(reference.applied_operations[-1][TraceKeys.EXTRA_INFO])
+        data = img.detach().cpu().as_tensor().numpy() if isinstance(img, MetaTensor) else np.asarray(img)
+        floating = np.issubdtype(data.dtype, np.floating)
+        out_arr = (resample(data, np.asarray(info["native_affine"]), self.grid_shape, self.grid_affine,
+                            np.asarray(info["world"]), order=1 if floating else 0) if info["resampled"] else data)
+        out = _with_affine(out_arr, img, self.grid_affine)
+        self.push_transform(out, orig_size=data.shape[1:], extra_info=info)
+        return out
+
+    def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
+        from monai.utils import TraceKeys
+
+        from .registration import resample
+
+        transform = self.pop_transform(data)
+        info, native_shape = transform[TraceKeys.EXTRA_INFO], tuple(int(s) for s in transform[TraceKeys.ORIG_SIZE])
+        if not info["resampled"]:
+            return data
+        arr = data.detach().cpu().as_tensor().numpy() if isinstance(data, MetaTensor) else np.asarray(data)
+        floating = np.issubdtype(arr.dtype, np.floating)
+        back = resample(arr, self.grid_affine, native_shape, np.asarray(info["native_affine"]),
+                        np.linalg.inv(np.asarray(info["world"], dtype=np.float64)), order=1 if floating else 0)
+        if not isinstance(data, MetaTensor):
+            return convert_to_dst_type(back, data)[0]
+        return _with_affine(back, data, np.asarray(info["native_affine"]))
+
+
+
+class ValidateHeader(Transform):
+    """Check an image file's header before it is loaded (put it before ``LoadImage``); the path passes unchanged.
+
+    :func:`lesionlab.data.headers.check_image_header`: declared voxel count, spacing > 0, orientation present (unless
+    ``spacing`` is given), data length. Anything that is not a path (an image already in memory, as MONAI Label may
+    pass) passes unchecked.
+
+    Args:
+        spacing: explicit spacing (mm) accepted for headers without orientation (``None``: such files are refused).
+    """
+
+    def __init__(self, spacing: Sequence[float] | None = None) -> None:
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+
+    def __call__(self, path):
+        from lesionlab.data.headers import check_image_header
+
+        if isinstance(path, (str, os.PathLike)):
+            check_image_header(path, self.spacing)
+        return path
 

@@ -8,9 +8,19 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import InvertibleTransform, MapTransform, Randomizable
 from monai.utils import ensure_tuple_rep
 
-from .array import DEFAULT_OFFSETS, InPlaneCropResize, MergeMasks, NeighbourSliceStack, RandSlice25D, ValidateVolume
+from .array import (
+    DEFAULT_OFFSETS,
+    InPlaneCropResize,
+    MergeMasks,
+    NeighbourSliceStack,
+    RandSlice25D,
+    RegisterToTemplate,
+    ValidateHeader,
+    ValidateVolume,
+)
 
-__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd", "ValidateVolumed"]
+__all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "MergeMasksd", "ValidateVolumed",
+           "RegisterToTemplated", "ValidateHeaderd"]
 
 
 class NeighbourSliceStackd(MapTransform):
@@ -163,3 +173,67 @@ class ValidateVolumed(MapTransform):
             else:
                 self.image_check(d[key])
         return d
+
+
+class RegisterToTemplated(MapTransform, InvertibleTransform):
+    """Dictionary version of :class:`RegisterToTemplate`.
+
+    The registration is computed on ``keys[0]`` (the image) and the same map is applied to every key, so a label
+    loaded with the image lands on the same model-grid voxels. ``Invertd`` with ``orig_keys`` naming the image
+    maps a prediction back to the native grid.
+
+    Args:
+        keys: keys to bring onto the model grid; the first one is registered.
+        template, grid_shape, grid_affine, space, min_similarity, min_coverage, record_dir, threads: see
+            :class:`RegisterToTemplate`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        template: str | None = None,
+        grid_shape: Sequence[int] | None = None,
+        grid_affine: Sequence[Sequence[float]] | None = None,
+        space: str = "auto",
+        min_similarity: float = 0.4,
+        min_coverage: float = 0.6,
+        record_dir: str | None = None,
+        threads: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.register = RegisterToTemplate(template, grid_shape, grid_affine, space, min_similarity, min_coverage,
+                                           record_dir, threads)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        d[keys[0]] = self.register(d[keys[0]])
+        for key in keys[1:]:
+            d[key] = self.register.apply_recorded(d[key], d[keys[0]])
+        return d
+
+    def inverse(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.register.inverse(d[key])
+        return d
+
+
+
+class ValidateHeaderd(MapTransform):
+    """Dictionary version of :class:`ValidateHeader`: checks the files named by ``keys`` before ``LoadImaged``."""
+
+    def __init__(self, keys: KeysCollection, spacing: Sequence[float] | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.check = ValidateHeader(spacing)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self.check(d[key])
+        return d
+

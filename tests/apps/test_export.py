@@ -21,13 +21,17 @@ import torch
 
 from lesionlab.apps.bundle import BUNDLES_DIR, copy_bundle, run_bundle, set_config_values
 from lesionlab.apps.cli import main
-from lesionlab.apps.deploy import TOLERANCES, export_bundle, scan_config_code, verify_bundle
+from lesionlab.apps.deploy import TOLERANCES, export_bundle, scan_bundle, verify_bundle
 from lesionlab.data.dicom import synth_dicom_series
 from lesionlab.errors import LesionlabError
 
 DUNET = "brain_mri_dunet_stroke_segmentation"
+#: the tiny geometry: the model grid is the tiny ATLAS fixture's grid (inputs on it are not resampled; the DICOM
+#: series is resampled onto it with space "mni", i.e. without registration: toy images are no head scans)
+TINY_AFFINE = [[1.0, 0.0, 0.0, -24.0], [0.0, 1.0, 0.0, -30.0], [0.0, 0.0, 2.0, 5.0], [0.0, 0.0, 0.0, 1.0]]
 TINY = {"roi_start": [4, 4], "roi_end": [44, 44], "spatial_size": [32, 32],
-        "network_def#features": [8, 16, 16, 32, 32]}
+        "network_def#features": [8, 16, 16, 32, 32], "model_grid_shape": [48, 48, 10],
+        "model_grid_affine": TINY_AFFINE, "space": "mni"}
 BUNDLES = sorted(b for b in os.listdir(BUNDLES_DIR) if os.path.isdir(os.path.join(BUNDLES_DIR, b, "configs")))
 #: config overrides that shrink each bundle's network for the random-weights export test (unknown bundles: none)
 SMALL: dict[str, dict] = {
@@ -156,13 +160,13 @@ def test_verify_strict_refuses_untrusted_code_without_running_it(tiny_bundle, tm
     cfg["network_def"]["_requires_"] = f"$__import__('os').system('touch {marker}')"
     cfg["extra"] = {"_target_": "subprocess.run", "args": ["true"]}
     (root / "configs" / "inference.json").write_text(json.dumps(cfg))
-    findings = scan_config_code(str(root))
+    findings = scan_bundle(str(root))
     assert {f.id for f in findings} == {"network_def#_requires_", "extra"}
     assert main(["verify", str(root), "--strict"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  code" in out and "outside this project" in out and "SKIP  execution" in out
     assert not marker.exists()
-    assert scan_config_code(os.path.join(BUNDLES_DIR, DUNET)) == []
+    assert scan_bundle(os.path.join(BUNDLES_DIR, DUNET)) == []
 
 
 def test_infer_dicom_series_to_dicom_seg(tiny_zip, dicom_series, tmp_path):
@@ -215,7 +219,7 @@ def test_infer_folder_to_seg_nrrd_reports_failed_cases(tiny_zip, tiny_atlas, dic
     summary = json.loads((out / "summary.json").read_text())
     status = {c["case"]: c for c in summary["cases"]}
     assert summary["n_ok"] == 2 and summary["n_failed"] == 1 and summary["exit_code"] == 1
-    assert status["broken"]["status"] == "failed" and "LoadImaged" in status["broken"]["error"]
+    assert status["broken"]["status"] == "failed" and "not a gzip-compressed NIfTI" in status["broken"]["error"]
     assert status["subject"]["status"] == status["dicom_case"]["status"] == "ok"
     data, header = nrrd.read(status["subject"]["output"])
     ref = nib.load(src)
@@ -229,8 +233,9 @@ def test_infer_folder_to_seg_nrrd_reports_failed_cases(tiny_zip, tiny_atlas, dic
 
 
 def test_infer_builds_the_workflow_once_per_run(tiny_zip, tiny_atlas, tmp_path, monkeypatch):
-    """Four cases, one broken: the workflow (network, weights) is built once, and once more only after the broken
-    case failed inside it; the case after the failure is still segmented, identically to the ones before it."""
+    """Four cases, one broken (NaN voxels, found inside the workflow): the workflow (network, weights) is built once,
+    and once more only after the broken case failed inside it; the case after the failure is still segmented,
+    identically to the ones before it."""
     from lesionlab.apps.deploy.infer import BundlePredictor
 
     builds = []
@@ -241,7 +246,10 @@ def test_infer_builds_the_workflow_once_per_run(tiny_zip, tiny_atlas, tmp_path, 
     inputs.mkdir()
     for name in ("a_case", "b_case", "d_case"):
         shutil.copy(os.path.join(tiny_atlas, item), inputs / f"{name}.nii.gz")
-    (inputs / "c_broken.nii.gz").write_bytes(b"not a nifti file")
+    good = nib.load(os.path.join(tiny_atlas, item))
+    nan = np.asarray(good.dataobj, dtype=np.float32).copy()
+    nan[10:12, 10:12, 3] = np.nan  # a sound header: it fails inside the workflow (ValidateVolumed), not before
+    nib.save(nib.Nifti1Image(nan, good.affine), inputs / "c_broken.nii.gz")
     out = tmp_path / "out"
     assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out)]) == 1
     status = {c["case"]: c for c in json.loads((out / "summary.json").read_text())["cases"]}
@@ -281,4 +289,85 @@ def test_code_scanner(tmp_path, expr, flagged):
     (tmp_path / "configs").mkdir()
     cfg = {"imports": ["$import glob", "$import os"], "x": expr}
     (tmp_path / "configs" / "inference.json").write_text(json.dumps(cfg))
-    assert bool(scan_config_code(str(tmp_path))) is flagged
+    assert bool(scan_bundle(str(tmp_path))) is flagged
+
+
+def test_verify_sha256_of_the_published_archive(tiny_zip, capsys):
+    from lesionlab.apps.deploy.archive import sha256
+
+    good = sha256(tiny_zip)
+    assert main(["verify", tiny_zip, "--sha256", good]) == 0
+    assert "PASS  sha256" in capsys.readouterr().out
+    assert main(["verify", tiny_zip, "--sha256", "0" * 64]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  sha256" in out and "SKIP  execution" in out and "nothing from the bundle was executed" in out
+
+
+def test_tampered_archive_is_never_executed(tiny_zip, tiny_atlas, tmp_path, capsys):
+    """inference.json swapped after export (a payload added): verify and infer both refuse before running anything,
+    even with --trust (the manifest comes first)."""
+    marker = tmp_path / "PWNED"
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(tiny_zip) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("configs/inference.json"):
+                cfg = json.loads(data)
+                cfg["initialize"].append(f"$__import__('os').system('touch {marker}')")
+                data = json.dumps(cfg).encode()
+            dst.writestr(item, data)
+    assert main(["verify", str(tampered), "--trust"]) == 1
+    assert "SKIP  execution" in capsys.readouterr().out
+    item = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
+    assert main(["infer", str(tampered), "--input", os.path.join(tiny_atlas, item), "--output", str(tmp_path / "o"),
+                 "--trust"]) == 2
+    assert "manifest check failed, nothing was run" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_infer_refuses_unlisted_code_unless_trusted(tiny_bundle, tiny_atlas, tmp_path, capsys):
+    root = tmp_path / "outside_bundle_segmentation"
+    shutil.copytree(tiny_bundle, root, ignore=shutil.ignore_patterns("eval"))
+    marker = tmp_path / "RAN"
+    cfg = json.loads((root / "configs" / "inference.json").read_text())
+    cfg["initialize"].append(f"$open('{marker}', 'w').close()")
+    (root / "configs" / "inference.json").write_text(json.dumps(cfg))
+    item = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
+    item = os.path.join(tiny_atlas, item)
+    assert main(["infer", str(root), "--input", item, "--output", str(tmp_path / "a")]) == 2
+    assert "outside the allow-list, nothing was run" in capsys.readouterr().err and not marker.exists()
+    assert main(["infer", str(root), "--input", item, "--output", str(tmp_path / "b"), "--trust"]) == 0
+    assert marker.exists()  # --trust runs it, as it says
+
+
+def test_infer_rerun_skips_complete_cases_and_cleans_up(tiny_zip, tiny_atlas, tmp_path, capsys):
+    """One line per failed case (traceback in infer.log); outputs get normal permissions; a rerun skips complete
+    cases (--overwrite redoes them) and removes temporary files a killed run left."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    item = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
+    shutil.copy(os.path.join(tiny_atlas, item), inputs / "a_case.nii.gz")
+    (inputs / "b_broken.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 50)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out)]) == 1
+    finally:
+        os.umask(old)
+    err = capsys.readouterr().err
+    failed = [ln for ln in err.splitlines() if "b_broken" in ln]
+    assert len(failed) == 1 and failed[0].startswith("FAILED  b_broken") and "infer.log" in failed[0]
+    assert "Traceback" not in err and "Traceback" in (out / "infer.log").read_text()
+    seg = out / "a_case_seg.nii.gz"
+    assert oct(os.stat(seg).st_mode & 0o777) == oct(0o644)
+    stale = out / ".tmp-a_case_seg.nii.gz-killed.nii.gz"
+    stale.write_bytes(b"partial")
+    (out / ".work-999999999").mkdir()
+    mtime = os.path.getmtime(seg)
+    assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out)]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    status = {c["case"]: c["status"] for c in summary["cases"]}
+    assert status == {"a_case": "skipped", "b_broken": "failed"} and summary["n_skipped_complete"] == 1
+    assert os.path.getmtime(seg) == mtime and not stale.exists() and not (out / ".work-999999999").exists()
+    assert main(["infer", tiny_zip, "--input", str(inputs), "--output", str(out), "--overwrite"]) == 1
+    assert json.loads((out / "summary.json").read_text())["cases"][0]["status"] == "ok"

@@ -70,13 +70,19 @@ def bundle_copy(request, tmp_path_factory):
     rng = np.random.default_rng(0)
     affine = np.diag([1.0, 1.2, 2.0, 1.0])
     affine[:3, 3] = [-90.0, -120.0, -40.0]
+    if "model_grid_shape" in parser.config:  # noise is no head scan: declare its grid the model grid (no registration)
+        cfg_path = os.path.join(root, "configs", "inference.json")
+        cfg = json.load(open(cfg_path))
+        cfg["model_grid_shape"], cfg["model_grid_affine"] = list(shape), affine.tolist()
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=4)
     image = os.path.join(root, "..", f"{name}_image.nii.gz")
     nib.save(nib.Nifti1Image(rng.random(shape, dtype=np.float32) * 100, affine), image)
     return name, root, os.path.abspath(image), shape
 
 
 def _emulate(python: str, root: str, image: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = dict(os.environ)  # PYTHONPATH kept: a worktree checks its own lesionlab in the MONAI 1.4.0 venv too
     r = subprocess.run([python, EMULATION, root, image], capture_output=True, text=True, timeout=900, env=env,
                        cwd=os.path.dirname(root))
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -151,7 +157,7 @@ def test_bundle_inference_workflow_monai_1_4(bundle_copy, tmp_path):
     if not (os.path.exists(MONAI14_PYTHON) and os.path.exists(MONAI14_READY)):
         pytest.skip("no .venv-monai14 (MONAI 1.4.0 environment); create it with `make monai14-env`")
     name, root, image, shape = bundle_copy
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = dict(os.environ)  # PYTHONPATH kept: a worktree checks its own lesionlab in the MONAI 1.4.0 venv too
     r = subprocess.run([MONAI14_PYTHON, "-c", _WORKFLOW, root, image, str(tmp_path / "out")], capture_output=True,
                        text=True, timeout=900, env=env, cwd=str(tmp_path))
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -302,7 +302,7 @@ def test_segments_and_volumes():
 def test_synth_dicom_command(tmp_path, capsys):
     from lesionlab.apps.cli import main
 
-    assert main(["synth", "dicom", "--out", str(tmp_path / "s"), "--n-slices", "16", "--size", "16",
+    assert main(["synth", "dicom", "--toy", "--out", str(tmp_path / "s"), "--n-slices", "16", "--size", "16",
                  "--modality", "CT"]) == 0
     assert "wrote 16 CT DICOM files" in capsys.readouterr().out
     _, series = read_dicom_series(str(tmp_path / "s"))

@@ -5,7 +5,7 @@ Modules:
 * :mod:`~lesionlab.apps.deploy.config`: reading a bundle's configs, overrides, input shape, network and weights.
 * :mod:`~lesionlab.apps.deploy.archive`: safe extraction, file listing, sha256 hashes, the manifest.
 * :mod:`~lesionlab.apps.deploy.export`: :func:`export_bundle` (TorchScript, ONNX, the archive).
-* :mod:`~lesionlab.apps.deploy.scan`: :func:`scan_config_code`, config entries that execute code.
+* :mod:`~lesionlab.apps.deploy.guard`: :func:`scan_bundle`, the allow-list check of everything a config executes.
 * :mod:`~lesionlab.apps.deploy.verify`: :func:`verify_bundle`; the runtime check runs
   :mod:`~lesionlab.apps.deploy.standalone_check` in an isolated interpreter that cannot import lesionlab.
 * :mod:`~lesionlab.apps.deploy.infer`: :func:`infer_bundle` (the workflow is built once per run).
@@ -15,23 +15,22 @@ from __future__ import annotations
 from lesionlab.apps.deploy.archive import ARCHIVE_FORMAT, BundleSource, open_bundle
 from lesionlab.apps.deploy.config import parse_overrides
 from lesionlab.apps.deploy.export import export_bundle
+from lesionlab.apps.deploy.guard import Finding, scan_bundle
 from lesionlab.apps.deploy.infer import OUTPUT_FORMATS, infer_bundle
-from lesionlab.apps.deploy.scan import SAFE_TARGET_PREFIXES, CodeFinding, scan_config_code
 from lesionlab.apps.deploy.verify import TOLERANCES, Check, VerifyReport, verify_bundle
 
 __all__ = [
     "ARCHIVE_FORMAT",
     "TOLERANCES",
-    "SAFE_TARGET_PREFIXES",
     "OUTPUT_FORMATS",
     "BundleSource",
     "Check",
     "VerifyReport",
-    "CodeFinding",
+    "Finding",
     "open_bundle",
     "export_bundle",
     "verify_bundle",
-    "scan_config_code",
+    "scan_bundle",
     "infer_bundle",
     "parse_overrides",
 ]

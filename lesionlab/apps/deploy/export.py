@@ -50,7 +50,7 @@ __all__ = ["export_bundle", "export_onnx", "export_ts"]
 
 logger = logging.getLogger(__name__)
 
-_BUNDLE_ITEMS = ("configs", "docs", "scripts", "LICENSE")
+_BUNDLE_ITEMS = ("configs", "docs", "resources", "scripts", "LICENSE")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 
@@ -136,6 +136,14 @@ def _copy_bundle_items(src_root: str, root: str) -> None:
         logger.warning("%s has no LICENSE file; model-zoo and hospitals expect one", src_root)
 
 
+def _copy_model_assets(models_dir: str, dst: str) -> None:
+    """Copy the sub-folders next to the checkpoint (assets trained with the model, e.g. ``stain_targets/``)."""
+    if os.path.isdir(models_dir):
+        for name in sorted(os.listdir(models_dir)):
+            if os.path.isdir(os.path.join(models_dir, name)) and not name.startswith("."):
+                shutil.copytree(os.path.join(models_dir, name), os.path.join(dst, name), ignore=_IGNORED)
+
+
 def _weights_into(net, ckpt_path: str, random_weights: bool, seed: int, bundle_name: str) -> dict[str, Any]:
     """Load the trained weights into ``net`` (or keep its random ones when allowed); the manifest's source entry."""
     if os.path.exists(ckpt_path):
@@ -150,6 +158,48 @@ def _weights_into(net, ckpt_path: str, random_weights: bool, seed: int, bundle_n
     )
 
 
+def eval_metrics_for(evaluation: str | None, ckpt_path: str, source: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``eval_metrics`` of the archived metadata: figures of the evaluation run of the weights shipped, or None.
+
+    ``evaluation`` is the ``metrics_summary.json`` written by the bundle's evaluate config
+    (:class:`lesionlab.pipelines.handlers.CaseMetricsHandler`). It counts only when it was written after the weights
+    file (an older evaluation belongs to other weights) and the weights are trained (random weights have no figure).
+    """
+    if source.get("file") is None or not evaluation or not os.path.isfile(evaluation):
+        return None
+    if os.path.getmtime(evaluation) < os.path.getmtime(ckpt_path):
+        logger.warning("%s is older than %s: not the evaluation of these weights, no eval_metrics written",
+                       evaluation, ckpt_path)
+        return None
+    summary = load_json(evaluation).get("summary", {})
+    dsc = summary.get("dsc", {})
+    if not isinstance(dsc, Mapping) or dsc.get("mean") is None:
+        return None
+    written = datetime.datetime.fromtimestamp(os.path.getmtime(evaluation), datetime.timezone.utc)
+    return {
+        "mean_dice": round(float(dsc["mean"]), 4),
+        "std_dice": None if dsc.get("std") is None else round(float(dsc["std"]), 4),
+        "global_dice": None if summary.get("dsc_global") is None else round(float(summary["dsc_global"]), 4),
+        "n_cases": summary.get("n_cases"),
+        "evaluation": os.path.basename(evaluation),
+        "date": written.isoformat(timespec="seconds"),
+        "weights_sha256": source.get("sha256"),
+        "dataset": "the data set of the bundle's evaluate run (configs/evaluate.json, dataset_dir)",
+    }
+
+
+def _write_eval_metrics(root: str, metrics: dict[str, Any] | None, dataset: str | None) -> None:
+    """Put ``metrics`` (or nothing: no placeholder) into the archived ``configs/metadata.json``."""
+    path = os.path.join(root, "configs", "metadata.json")
+    metadata = load_json(path)
+    metadata.pop("eval_metrics", None)
+    if metrics is not None:
+        if dataset:
+            metrics["dataset"] = dataset
+        metadata["eval_metrics"] = metrics
+    atomic_write_text(path, json.dumps(metadata, indent=4) + "\n")
+
+
 def export_bundle(
     bundle: str,
     out: str,
@@ -157,6 +207,8 @@ def export_bundle(
     random_weights: bool = False,
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
+    evaluation: str | None = None,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Write a self-contained deployment archive of ``bundle`` to ``out`` (a ``.zip``, written atomically).
 
@@ -170,6 +222,10 @@ def export_bundle(
         overrides: config ids written into the archived JSON configs (e.g. ``{"network_def#features": [...]}`` when
             the model was trained with that override); recorded in the manifest.
         seed: seed of the random weights.
+        evaluation: ``metrics_summary.json`` of the evaluation of these weights (default: the bundle's
+            ``eval/metrics_summary.json`` when it exists); its Dice becomes ``eval_metrics`` in the archived metadata
+            (see :func:`eval_metrics_for`). Without one, the archive has no ``eval_metrics``.
+        dataset: name of the evaluation data set, recorded with the figures.
 
     Returns:
         the manifest written into the archive.
@@ -191,6 +247,9 @@ def export_bundle(
         torch.manual_seed(seed)  # only matters for random weights
         net = build_network(root)
         source = _weights_into(net, ckpt_path, random_weights, seed, src.name)
+        evaluation = evaluation or os.path.join(src.root, "eval", "metrics_summary.json")
+        _write_eval_metrics(root, eval_metrics_for(evaluation, ckpt_path, source), dataset)
+        _copy_model_assets(os.path.dirname(os.path.abspath(ckpt_path)), os.path.join(root, "models"))
         torch.save(net.state_dict(), os.path.join(root, "models", "model.pt"))
         t0 = time.time()
         ts_info = export_ts(root, shape)
@@ -204,6 +263,7 @@ def export_bundle(
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "random_weights": source["file"] is None,
             "weights_source": source,
+            "eval_metrics": load_json(os.path.join(root, "configs", "metadata.json")).get("eval_metrics"),
             "config_overrides": overrides,
             "configs_changed_by_overrides": changed,
             "input_shape_example": list(shape),

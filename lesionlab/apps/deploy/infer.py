@@ -4,6 +4,11 @@ Inputs are NIfTI/NRRD/MHA files, DICOM series, folders or datalists (:func:`lesi
 are NIfTI, 3D Slicer ``.seg.nrrd`` or DICOM SEG plus a JSON report per case and a ``summary.json``. A failing case is
 reported and the others still run.
 
+Before anything from the bundle executes, an archive's manifest must match and the config guard
+(:mod:`lesionlab.apps.deploy.guard`) must pass (``trust`` runs unlisted expressions, and says so). A failed case is
+one line on the console; its traceback goes to ``infer.log`` in the output folder. A case whose output and report
+exist is skipped unless ``overwrite``; temporary files of a killed run are removed at the start.
+
 The bundle's inference workflow (network, weights, transforms, evaluator) is built once per run by
 :class:`BundlePredictor` and fed one case at a time; it is rebuilt only after a case failed inside it (an Ignite
 engine that raised is not safely re-runnable).
@@ -17,26 +22,29 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from lesionlab import __version__
-from lesionlab.apps.deploy.archive import BundleSource, open_bundle
+from lesionlab.apps.deploy.archive import BundleSource, manifest_problems, open_bundle
 from lesionlab.apps.deploy.config import bundle_on_path, config_file, load_json, quiet_monai
-from lesionlab.apps.deploy.scan import scan_config_code
+from lesionlab.apps.deploy.guard import scan_bundle
 from lesionlab.errors import LesionlabError
-from lesionlab.utils import atomic_path, atomic_write_text
+from lesionlab.utils import atomic_path, atomic_write_text, remove_stale_temp_files
 
-__all__ = ["OUTPUT_FORMATS", "BundlePredictor", "CaseSegmenter", "infer_bundle", "failure_reason"]
+__all__ = ["OUTPUT_FORMATS", "LOG_NAME", "BundlePredictor", "CaseSegmenter", "check_bundle_before_running",
+           "infer_bundle", "failure_reason"]
 
 logger = logging.getLogger(__name__)
 
 #: output formats of :func:`infer_bundle` and the file each writes per case
 OUTPUT_FORMATS = {"nifti": "_seg.nii.gz", "nrrd": ".seg.nrrd", "dicom-seg": "_seg.dcm"}
+#: the log file of a run (inside the output folder): every failed case's traceback
+LOG_NAME = "infer.log"
+_trace = logging.getLogger("lesionlab.apps.deploy.infer.trace")
 
 
 def failure_reason(err: BaseException) -> str:
@@ -87,6 +95,7 @@ class BundlePredictor:
         self._workflow = None
         self._path = contextlib.ExitStack()
         self.builds = 0  # how many times the workflow was built (1 unless a case failed inside it)
+        self.record_dir: str | None = None  # where the registration transform writes its record for this case
 
     def __enter__(self) -> BundlePredictor:
         self._path.enter_context(bundle_on_path(self.root))
@@ -122,6 +131,7 @@ class BundlePredictor:
         shutil.rmtree(self.out_dir, ignore_errors=True)
         os.makedirs(self.out_dir)
         dataset = self._workflow.parser.get_parsed_content("dataset")
+        _set_record_dir(dataset, self.record_dir)
         items = [{"image": nifti}]
         if hasattr(dataset, "set_data"):  # cached datasets (CacheDataset...) rebuild their cache
             dataset.set_data(items)
@@ -150,22 +160,44 @@ class CaseSegmenter:
     """
 
     def __init__(self, src: BundleSource, predictor: BundlePredictor, metadata: Mapping, fmt: str, output_dir: str,
-                 work: str) -> None:
+                 work: str, spacing: Sequence[float] | None = None, overwrite: bool = False) -> None:
         from lesionlab.data.io import segments_from_metadata
 
         self.src, self.predictor, self.metadata = src, predictor, metadata
         self.fmt, self.output_dir, self.work = fmt, output_dir, work
+        self.spacing, self.overwrite = spacing, overwrite
         self.segments = segments_from_metadata(metadata)
         self.reports: dict[str, dict[str, Any]] = {}
         self.seconds: dict[str, float] = {}
+        self.skipped: list[str] = []
+        self.log_file: str | None = None
+
+    def _complete(self, case) -> dict[str, Any] | None:
+        """The report of a previous run when this case's output and report are both there (written atomically,
+        the report last) for the same bundle version and format."""
+        path = os.path.join(self.output_dir, f"{case.case_id}_report.json")
+        out = os.path.join(self.output_dir, case.case_id + OUTPUT_FORMATS[self.fmt])
+        try:
+            report = load_json(path)
+        except Exception:  # noqa: BLE001 - no usable report: not complete
+            return None
+        same = (report.get("output") == out and report.get("input") == case.path and report.get("format") == self.fmt
+                and report.get("bundle_version") == self.metadata.get("version"))
+        return report if same and os.path.isfile(out) else None
 
     def __call__(self, case) -> None:
         t0 = time.time()
         try:
+            previous = None if self.overwrite else self._complete(case)
+            if previous is not None:
+                self.skipped.append(case.case_id)
+                self.reports[case.case_id] = previous
+                return
             self.reports[case.case_id] = self.segment(case)
-        except LesionlabError:
-            raise
-        except Exception as err:  # re-raised with a readable one-line reason
+        except Exception as err:
+            _trace.error("case %s (%s) failed", case.case_id, case.path, exc_info=True)
+            if isinstance(err, LesionlabError):
+                raise
             raise LesionlabError(failure_reason(err)) from err
         finally:
             self.seconds[case.case_id] = time.time() - t0
@@ -180,8 +212,12 @@ class CaseSegmenter:
             raise LesionlabError(f"{case.path}: DICOM SEG needs a DICOM series as input, this is {case.kind}")
         case_dir = os.path.join(self.work, case.case_id)
         os.makedirs(case_dir, exist_ok=True)
-        prepared = prepare_case(case, case_dir)
+        prepared = prepare_case(case, case_dir, self.spacing)
+        if self.fmt == "dicom-seg":
+            _check_seg_source(prepared.series)  # before inference, not after it
+        self.predictor.record_dir = case_dir
         pred_file = self.predictor.predict(prepared.nifti)
+        registration = _registration_record(case_dir)
         pred = sitk.ReadImage(pred_file)
         ref = sitk.ReadImage(prepared.nifti)
         if pred.GetSize() != ref.GetSize():
@@ -189,6 +225,8 @@ class CaseSegmenter:
         out = os.path.join(self.output_dir, case.case_id + OUTPUT_FORMATS[self.fmt])
         self._write_output(pred, pred_file, prepared, out)
         report = self._report(case, prepared, pred, out)
+        report["assumptions"] = list(prepared.assumptions)
+        report["registration"] = registration
         atomic_write_text(os.path.join(self.output_dir, f"{case.case_id}_report.json"), json.dumps(report, indent=2))
         return report
 
@@ -243,12 +281,105 @@ def _check_request(fmt: str, device: str) -> None:
         raise LesionlabError(f"--device {device}: no CUDA device is available here; use --device cpu")
 
 
-def _warn_untrusted_code(src: BundleSource) -> None:
-    if src.from_project:
-        return
-    for f in scan_config_code(src.root):
-        logger.warning("bundle config %s:%s executes code outside trusted namespaces (%s): %s", f.file, f.id,
-                       f.reason, f.text)
+def _set_record_dir(dataset, folder: str | None) -> None:
+    """Point the registration transforms of the dataset's preprocessing at ``folder`` (the current case's)."""
+    from lesionlab.transforms import RegisterToTemplate
+
+    transform = getattr(dataset, "transform", None)
+    for t in getattr(transform, "transforms", [transform]):
+        register = getattr(t, "register", t)
+        if isinstance(register, RegisterToTemplate):
+            register.record_dir = folder
+
+
+def _registration_record(folder: str) -> dict[str, Any] | None:
+    """What the registration transform recorded for the case (mode, map, NCC, coverage, seconds), if any."""
+    found = [f for f in sorted(os.listdir(folder)) if f.endswith("_registration.json")]
+    if not found:
+        return None
+    record = load_json(os.path.join(folder, found[0]))
+    record.pop("native_affine", None)
+    record.pop("model_grid_affine", None)
+    return record
+
+
+def _check_seg_source(series) -> None:
+    """Refuse, before inference, a DICOM SEG whose source series it cannot reference (a multi-frame source must
+    give a plane position for every frame)."""
+    import pydicom
+
+    from lesionlab.data.dicom import read_dicom_series
+    from lesionlab.data.dicom_seg import frame_slices
+
+    if series is None:
+        raise LesionlabError("DICOM SEG needs a DICOM series as input")
+    if len(series.files) == 1:
+        header = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+        if int(header.get("NumberOfFrames", 1) or 1) > 1:
+            reference, _ = read_dicom_series(series.folder, series.series_instance_uid)
+            frame_slices(header, reference, series.files[0])
+
+
+def check_bundle_before_running(src: BundleSource, trust: bool = False) -> list[str]:
+    """Refuse to run a bundle whose manifest does not match or whose configs fail the guard (unless ``trust``).
+
+    Returns the guard findings that ``trust`` let through (logged as warnings).
+
+    Raises:
+        LesionlabError: naming the archive or folder and every problem.
+    """
+    where = src.archive or src.root
+    if src.manifest is not None:
+        problems = manifest_problems(src.root, src.manifest)
+        if problems:
+            raise LesionlabError(f"{where}: manifest check failed, nothing was run: {'; '.join(problems)[:600]}")
+    findings = [f.format() for f in scan_bundle(src.root)]
+    if findings and not trust:
+        raise LesionlabError(f"{where}: {len(findings)} config items outside the allow-list, nothing was run (pass "
+                             f"--trust to run them anyway): {'; '.join(findings[:6])[:800]}")
+    for f in findings:
+        logger.warning("running a config item outside the allow-list because of --trust: %s", f)
+    return findings
+
+
+@contextlib.contextmanager
+def _log_to_file(path: str):
+    """Send every log record of the run (tracebacks included) to ``path`` instead of the console."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level or logging.WARNING, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+def _clean_previous_run(output_dir: str) -> None:
+    """Remove what a killed run left in ``output_dir``: temporary files and work folders of dead processes."""
+    for path in remove_stale_temp_files(output_dir):
+        logger.info("removed %s, left by an interrupted run", path)
+    for name in os.listdir(output_dir):
+        if name.startswith(".work-") and name[6:].isdigit() and not _alive(int(name[6:])):
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _status(case_id: str, reasons: Mapping[str, str], skipped: list[str]) -> str:
+    return "failed" if case_id in reasons else "skipped" if case_id in skipped else "ok"
 
 
 def _summary(src: BundleSource, metadata: Mapping, cases: list, batch, segmenter: CaseSegmenter, fmt: str,
@@ -266,9 +397,11 @@ def _summary(src: BundleSource, metadata: Mapping, cases: list, batch, segmenter
         "n_cases": len(cases),
         "n_ok": len(batch.ok),
         "n_failed": len(batch.failed),
+        "n_skipped_complete": len(segmenter.skipped),
+        "log": segmenter.log_file,
         "exit_code": batch.exit_code,
         "seconds": round(batch.seconds, 2),
-        "cases": [{"case": c.case_id, "input": c.path, "status": "failed" if c.case_id in reasons else "ok",
+        "cases": [{"case": c.case_id, "input": c.path, "status": _status(c.case_id, reasons, segmenter.skipped),
                    "error": reasons.get(c.case_id), "seconds": round(seconds.get(c.case_id, 0.0), 2),
                    "output": reports.get(c.case_id, {}).get("output"),
                    "lesion_volume_ml": reports.get(c.case_id, {}).get("lesion_volume_ml")} for c in cases],
@@ -283,6 +416,10 @@ def infer_bundle(
     device: str = "cpu",
     overrides: Mapping[str, Any] | None = None,
     series_uid: str | None = None,
+    trust: bool = False,
+    overwrite: bool = False,
+    space: str | None = None,
+    spacing: Sequence[float] | None = None,
     select: Callable[[list], list] | None = None,
     summary_name: str = "summary.json",
 ) -> dict[str, Any]:
@@ -303,6 +440,12 @@ def infer_bundle(
         device: ``cpu`` or a CUDA device such as ``cuda`` or ``cuda:N``.
         overrides: config ids of the inference config to override (``{"roi_start": [4, 4]}``).
         series_uid: series to read from DICOM folders holding several.
+        trust: run a bundle whose configs hold items outside the guard's allow-list (refused otherwise).
+        overwrite: segment cases whose output and report already exist (skipped otherwise).
+        space: ``"native"`` (register every input to MNI152), ``"mni"`` (inputs are already registered) or ``None``
+            (the bundle's default, ``"auto"``: register unless the input is on the model grid).
+        spacing: voxel spacing (mm) to use for inputs whose headers have no geometry (refused otherwise); the
+            assumption goes into the case's report.
         select: keeps a subset of the cases found (e.g. one rank's shard, see
             :mod:`lesionlab.apps.deploy.shard`); an empty subset is not an error.
         summary_name: file name of the summary in ``output_dir``.
@@ -320,22 +463,35 @@ def infer_bundle(
     from lesionlab.pipelines.case_runner import run_cases
 
     _check_request(fmt, device)
+    if space not in (None, "auto", "native", "mni"):
+        raise LesionlabError(f"--space must be native, mni or auto, got {space!r}")
     overrides = dict(overrides or {})
+    if space is not None:
+        overrides.setdefault("space", space)
     output_dir = os.path.abspath(output_dir)
     cases = find_cases(inputs, series_uid=series_uid)
     if fmt == "dicom-seg" and not any(c.kind == "dicom" for c in cases):
         raise LesionlabError(f"{inputs}: DICOM SEG output needs DICOM input (a series folder): a SEG must reference "
                              "the source images. Use --format nifti or --format nrrd for NIfTI/NRRD/MHA inputs")
+    if select is not None:
+        cases = select(cases)
     os.makedirs(output_dir, exist_ok=True)
-    with open_bundle(bundle) as src, tempfile.TemporaryDirectory(prefix="lesionlab-infer-") as work:
+    _clean_previous_run(output_dir)
+    log_file = os.path.join(output_dir, LOG_NAME)
+    work = os.path.join(output_dir, f".work-{os.getpid()}")
+    with open_bundle(bundle) as src, _log_to_file(log_file):
         if not os.path.exists(os.path.join(src.root, "models", "model.pt")):
             raise LesionlabError(f"{src.archive or src.root}: no models/model.pt; export a trained bundle first")
-        _warn_untrusted_code(src)
+        check_bundle_before_running(src, trust)
         metadata = load_json(os.path.join(src.root, "configs", "metadata.json"))
         scratch = os.path.join(work, ".prediction")
-        with BundlePredictor(src.root, torch.device(device), overrides, scratch) as predictor:
-            segmenter = CaseSegmenter(src, predictor, metadata, fmt, output_dir, work)
-            batch = run_cases(cases, segmenter, log=logger, name=lambda c: c.case_id)
+        try:
+            with BundlePredictor(src.root, torch.device(device), overrides, scratch) as predictor:
+                segmenter = CaseSegmenter(src, predictor, metadata, fmt, output_dir, work, spacing, overwrite)
+                segmenter.log_file = log_file
+                batch = run_cases(cases, segmenter, log=logger, name=lambda c: c.case_id)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         summary = _summary(src, metadata, cases, batch, segmenter, fmt, device, overrides)
     atomic_write_text(os.path.join(output_dir, summary_name), json.dumps(summary, indent=2))
     return summary

@@ -64,7 +64,7 @@ def done_cases(output_dir: str) -> set[str]:
     latest: dict[str, dict] = {}
     for row in _manifest_rows(output_dir):
         latest[row["case"]] = row
-    done = {c for c, r in latest.items() if r.get("status") == "ok"}
+    done = {c for c, r in latest.items() if r.get("status") in ("ok", "skipped")}
     suffix = "_report.json"
     reports = glob.glob(os.path.join(glob.escape(output_dir), "*" + suffix))
     done |= {os.path.basename(p)[: -len(suffix)] for p in reports}
@@ -78,7 +78,7 @@ def merge_manifests(output_dir: str) -> dict[str, Any]:
         latest[row["case"]] = row
     rows = [latest[c] for c in sorted(latest)]
     atomic_write_text(os.path.join(output_dir, "manifest.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
-    failed = [r for r in rows if r.get("status") != "ok"]
+    failed = [r for r in rows if r.get("status") not in ("ok", "skipped")]
     summary = {"n_cases": len(rows), "n_ok": len(rows) - len(failed), "n_failed": len(failed),
                "exit_code": 1 if failed else 0, "cases": rows}
     atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2))

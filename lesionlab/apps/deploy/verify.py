@@ -4,7 +4,9 @@ Metadata against the offline schema, ``verify_net_in_out``, weights, TorchScript
 cannot import lesionlab (:mod:`lesionlab.apps.deploy.standalone_check`), output parity with PyTorch, manifest hashes,
 and the config entries that execute code.
 
-Parity tolerances (``|y - y_ref| <= atol + rtol * |y_ref|`` on the network's raw output):
+Parity is checked on logits (the networks' raw, pre-activation output), on the one of three seeded inputs (uniform
+noise, piecewise-constant blocks, a smooth field) whose logits spread most; the range, spread, largest absolute and
+relative differences and both tolerances are printed. Tolerances (``|y - y_ref| <= atol + rtol * |y_ref|``):
 
 * TorchScript vs PyTorch: ``atol = rtol = 1e-4``. The scripted module runs the same ATen CPU kernels as the eager
   network, so outputs are normally identical (0.0 measured for the D-UNet and 3D U-Net bundles on CPU); the margin
@@ -30,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from lesionlab.apps.deploy import standalone_check
-from lesionlab.apps.deploy.archive import BundleSource, manifest_problems, open_bundle
+from lesionlab.apps.deploy.archive import BundleSource, manifest_problems, open_bundle, sha256
 from lesionlab.apps.deploy.config import bundle_on_path, config_file, input_shape, load_json, load_network, quiet_monai
-from lesionlab.apps.deploy.scan import scan_config_code
+from lesionlab.apps.deploy.guard import scan_bundle
 
 __all__ = ["TOLERANCES", "Check", "VerifyReport", "verify_bundle"]
 
@@ -80,38 +82,61 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify_bundle(path: str, timeout: float = 600.0, strict_code: bool = False) -> VerifyReport:
+def verify_bundle(path: str, timeout: float = 600.0, strict_code: bool = False, trust: bool = False,
+                  expected_sha256: str | None = None) -> VerifyReport:
     """Verify a deployment archive or a bundle folder; see :class:`VerifyReport`.
 
-    Checks (each PASS/FAIL, SKIP when it does not apply):
+    Checks (each PASS/FAIL, SKIP when it does not apply), in this order; nothing from the bundle is executed before
+    ``sha256``, ``manifest`` and ``code`` have passed:
 
-    ``files`` (metadata, inference config, LICENSE, weights; for an archive also ``model.ts``, ``model.onnx``,
-    ``manifest.json``), ``manifest`` (every file's sha256, no unlisted file), ``metadata-schema`` (jsonschema against
-    the schema copy shipped with lesionlab, never downloaded), ``monailabel-metadata`` (input ``image``, output
-    ``pred``, labels), ``code`` (entries that execute code outside trusted namespaces: WARN, FAIL with
-    ``strict_code``; listed before anything from the bundle is executed), ``net-in-out`` (MONAI ``verify_net_in_out``
-    on the CPU), ``weights`` (``models/model.pt`` loads into ``network_def``, strict), ``torchscript`` and ``onnx``
-    (load and run in a fresh Python process that cannot import lesionlab, on a random batch of 2, compared with
-    PyTorch within :data:`TOLERANCES`).
+    ``sha256`` (with ``expected_sha256``: the archive file against the published hash), ``files`` (metadata,
+    inference config, LICENSE, weights; for an archive also ``model.ts``, ``model.onnx``, ``manifest.json``),
+    ``manifest`` (every file's sha256, no unlisted file), ``metadata-schema`` (jsonschema against the schema copy
+    shipped with lesionlab, never downloaded), ``monailabel-metadata`` (input ``image``, output ``pred``, labels),
+    ``code`` (the allow-list guard of :mod:`lesionlab.apps.deploy.guard`: FAIL on any finding unless ``trust``),
+    then ``net-in-out`` (MONAI ``verify_net_in_out`` on the CPU), ``weights`` (``models/model.pt`` loads into
+    ``network_def``, strict), ``torchscript`` and ``onnx`` (load and run in a fresh Python process that cannot import
+    lesionlab, on inputs chosen for a spread of logits, compared with PyTorch within :data:`TOLERANCES`).
 
     Args:
         path: ``.zip`` archive, bundle folder or project bundle name.
         timeout: seconds allowed for the standalone subprocess.
-        strict_code: report code findings as FAIL instead of WARN.
+        strict_code: refuse guard findings even with ``trust``.
+        trust: run a bundle whose configs hold expressions outside the allow-list (the findings are still listed,
+            as WARN).
+        expected_sha256: published sha256 of the archive file.
     """
+    checks: list[Check] = []
+    if expected_sha256 is not None:
+        checks.append(_check_sha256(path, expected_sha256))
     with open_bundle(path) as src:
         root = src.root
         meta_path = os.path.join(root, "configs", "metadata.json")
         metadata = load_json(meta_path) if os.path.exists(meta_path) else {}
-        checks = [_check_files(src), _check_manifest(src), _check_schema(metadata, meta_path),
-                  _check_monailabel_metadata(metadata, src.name)]
-        code = _check_code(src, strict_code)
+        checks += [_check_files(src), _check_manifest(src), _check_schema(metadata, meta_path),
+                   _check_monailabel_metadata(metadata, src.name)]
+        code = _check_code(src, trust and not strict_code)
         checks.append(code)
-        if strict_code and code.status == "FAIL":
-            checks.append(Check("execution", "SKIP", "not executing a bundle with untrusted code (strict)"))
+        blocked = [c.name for c in checks if c.status == "FAIL" and c.name in ("sha256", "manifest", "code")]
+        if blocked:
+            hint = "; --trust runs unlisted expressions" if blocked == ["code"] and not strict_code else ""
+            checks.append(Check("execution", "SKIP", f"nothing from the bundle was executed: {', '.join(blocked)} "
+                                                     f"failed{hint}"))
         else:
             checks += _check_network(root, metadata, timeout)
     return VerifyReport(src.archive or root, checks)
+
+
+def _check_sha256(path: str, expected: str) -> Check:
+    """The archive file's sha256 against the hash published with it."""
+    want = expected.strip().lower()
+    if not os.path.isfile(path):
+        return Check("sha256", "FAIL", f"{path}: --sha256 checks an archive file; this is not a file")
+    got = sha256(path)
+    if got != want:
+        return Check("sha256", "FAIL", f"archive sha256 {got} differs from the published {want}: not the archive "
+                                       "that was published (damaged or altered)")
+    return Check("sha256", "PASS", f"archive sha256 {got} matches the published hash")
 
 
 def _check_files(src: BundleSource) -> Check:
@@ -186,17 +211,20 @@ def _check_monailabel_metadata(metadata: Mapping, name: str) -> Check:
     return Check("monailabel-metadata", "FAIL" if problems else "PASS", "; ".join(problems) if problems else detail)
 
 
-def _check_code(src: BundleSource, strict_code: bool) -> Check:
-    """Config entries that execute code, listed before anything from the bundle runs."""
-    findings = scan_config_code(src.root)
+def _check_code(src: BundleSource, trust: bool) -> Check:
+    """The allow-list guard over every config item that would execute, before anything from the bundle runs."""
+    findings = scan_bundle(src.root)
     origin = "this project's bundles" if src.from_project else "outside this project"
     if not findings:
-        return Check("code", "PASS", f"bundle from {origin}: every _target_ and $ expression stays in "
-                                     "monai/torch/numpy/lesionlab (and read-only glob/os.path)")
-    listing = "; ".join(f"{f.file}:{f.id} {f.reason}" for f in findings[:12])
-    return Check("code", "FAIL" if strict_code else "WARN",
-                 f"bundle from {origin}: {len(findings)} entries execute code outside monai/torch/numpy/lesionlab: "
-                 f"{listing}", {"findings": [asdict(f) for f in findings]})
+        return Check("code", "PASS", f"bundle from {origin}: every $ expression, _target_ and class path is on the "
+                                     "allow-list")
+    listing = "; ".join(f.format() for f in findings[:12]) + ("; ..." if len(findings) > 12 else "")
+    values = {"findings": [asdict(f) for f in findings]}
+    if trust:
+        return Check("code", "WARN", f"bundle from {origin}: {len(findings)} items outside the allow-list, RUN "
+                                     f"ANYWAY because of --trust: {listing}", values)
+    return Check("code", "FAIL", f"bundle from {origin}: {len(findings)} items outside the allow-list (not run; "
+                                 f"--trust to run them): {listing}", values)
 
 
 def _check_network(root: str, metadata: Mapping, timeout: float) -> list[Check]:
@@ -257,19 +285,15 @@ def run_standalone(args: Mapping[str, Any], timeout: float) -> tuple[dict[str, A
 
 
 def _check_runtimes(net, metadata: Mapping, models: Mapping[str, str], timeout: float) -> list[Check]:
-    """Run the exported models without lesionlab on a random batch of 2 and compare them with PyTorch."""
-    import torch
-
+    """Run the exported models without lesionlab on a batch of 2 and compare their logits with PyTorch's."""
     shape = input_shape(metadata, batch=2)  # batch 2 proves the dynamic batch axis of the ONNX model
-    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref = net(x).numpy()
+    x, ref, source = _spread_input(net, shape)
     with tempfile.TemporaryDirectory(prefix="lesionlab-verify-") as tmp:
         args: dict[str, Any] = {"x": os.path.join(tmp, "x.npy")}
         for kind, key in _RUNTIMES.items():
             args[key] = models.get(kind)
             args[f"{key}_out"] = os.path.join(tmp, f"{key}.npy")
-        np.save(args["x"], x.numpy())
+        np.save(args["x"], x)
         res, crash = run_standalone(args, timeout)
         checks = []
         for kind, key in _RUNTIMES.items():
@@ -281,8 +305,36 @@ def _check_runtimes(net, metadata: Mapping, models: Mapping[str, str], timeout: 
                 checks.append(Check(kind, "FAIL", (info or {}).get("error") or crash or "no result"))
                 continue
             y = np.load(args[f"{key}_out"])
-            checks.append(_runtime_check(kind, y, ref, info, metadata, shape, res.get("lesionlab_imported", False)))
+            check = _runtime_check(kind, y, ref, info, metadata, shape, res.get("lesionlab_imported", False))
+            check.values["input"] = source
+            checks.append(check)
     return checks
+
+
+def _spread_input(net, shape: tuple[int, ...]):
+    """``(x, logits, name)``: of three seeded inputs in [0, 1] (uniform noise, piecewise-constant blocks, a smooth
+    field), the one whose logits spread most (largest standard deviation), so that parity is checked where the
+    network's output varies and not on near-constant values."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    spatial = tuple(shape[2:])
+    low = (shape[0], shape[1], *[max(2, s // 8) for s in spatial])
+    smooth_mode = {1: "linear", 2: "bilinear", 3: "trilinear"}.get(len(spatial), "nearest")
+    candidates = {
+        "uniform noise": torch.rand(*shape, generator=gen),
+        "blocks": F.interpolate(torch.rand(*low, generator=gen), size=spatial, mode="nearest"),
+        "smooth field": F.interpolate(torch.rand(*low, generator=gen), size=spatial, mode=smooth_mode,
+                                      align_corners=False),
+    }
+    best = None
+    with torch.no_grad():
+        for name, x in candidates.items():
+            y = net(x).numpy()
+            if best is None or float(y.std()) > float(best[1].std()):
+                best = (x.numpy().astype(np.float32), y, name)
+    return best
 
 
 def _parity(y: np.ndarray, ref: np.ndarray, kind: str) -> tuple[bool, dict[str, Any]]:
@@ -291,7 +343,10 @@ def _parity(y: np.ndarray, ref: np.ndarray, kind: str) -> tuple[bool, dict[str, 
         return False, {"shape": list(y.shape), "expected_shape": list(ref.shape)}
     diff = np.abs(y.astype(np.float64) - ref.astype(np.float64))
     ok = bool(np.all(diff <= atol + rtol * np.abs(ref)))
-    return ok, {"max_abs_diff": float(diff.max()), "max_ref_abs": float(np.abs(ref).max()), "atol": atol, "rtol": rtol}
+    rel = diff / np.maximum(np.abs(ref.astype(np.float64)), 1e-12)
+    return ok, {"max_abs_diff": float(diff.max()), "max_rel_diff": float(rel.max()),
+                "max_ref_abs": float(np.abs(ref).max()), "ref_min": float(ref.min()), "ref_max": float(ref.max()),
+                "ref_std": float(ref.std()), "atol": atol, "rtol": rtol}
 
 
 def _runtime_check(kind: str, y: np.ndarray, ref: np.ndarray, info: Mapping, metadata: Mapping,
@@ -312,7 +367,11 @@ def _runtime_check(kind: str, y: np.ndarray, ref: np.ndarray, info: Mapping, met
         extra = f"; embedded metadata version {info.get('metadata_version')} != {metadata.get('version')}"
     if leaked:
         ok, extra = False, extra + "; lesionlab was imported"
-    detail = (f"runs without lesionlab on a batch of {shape[0]} {list(shape[1:])}; max |{kind} - PyTorch| = "
-              f"{vals.get('max_abs_diff', float('nan')):.3g} (tolerance {vals.get('atol')} abs + "
-              f"{vals.get('rtol')} rel, max |PyTorch| {vals.get('max_ref_abs', float('nan')):.3g}){extra}")
+    nan = float("nan")
+    detail = (f"runs without lesionlab on a batch of {shape[0]} {list(shape[1:])}; logits (pre-activation) in "
+              f"[{vals.get('ref_min', nan):.3g}, {vals.get('ref_max', nan):.3g}], std {vals.get('ref_std', nan):.3g}; "
+              f"max |{kind} - PyTorch| = {vals.get('max_abs_diff', nan):.3g} abs, {vals.get('max_rel_diff', nan):.3g} "
+              f"rel (tolerance {vals.get('atol')} abs + {vals.get('rtol')} rel){extra}")
+    if vals.get("ref_std", 1.0) < 1e-2:
+        detail += "; WARNING: logits nearly constant, parity proves little (random weights?)"
     return Check(kind, "PASS" if ok else "FAIL", detail, vals)

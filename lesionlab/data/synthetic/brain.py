@@ -430,3 +430,18 @@ def synth_volume_pair(
 
 
 # ---------------------------------------------------------------- ISLES 2015 SISS layout (appended for issue 3)
+
+
+def synth_subject(seed: int = 0, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic subject in MNI152 space (as :func:`lesionlab.data.synthetic.synth_atlas` writes it), in memory.
+
+    Returns:
+        ``(image, lesion mask, affine)``: int16 T1-like intensities and a uint8 union of its lesions on the 1 mm
+        MNI152 grid (197 x 233 x 189), and the grid's RAS affine.
+    """
+    tpl = _template()
+    subject = _generate_subject(tpl, seed, index)
+    mask = np.zeros(tpl.data.shape, dtype=np.uint8)
+    for lesion in subject.lesions:
+        mask[lesion] = 1
+    return subject.image, mask, np.asarray(tpl.affine, dtype=np.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .asymmetric_se import FactorizedConv, ImprovedSEResBlock
 from .conv_blocks import DoubleConv, UpConv
 from .dimension_fusion import (
     AddFusion,
@@ -18,6 +19,8 @@ from .patch_attention import CoarsePatchAttention, FineSpatialAttention, block_u
 from .residual_attention import CoarseResidualLearning
 
 __all__ = [
+    "FactorizedConv",
+    "ImprovedSEResBlock",
     "DoubleConv",
     "UpConv",
     "DimensionTransform",
