@@ -259,9 +259,12 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     code = infer_classification(args, parse_overrides(args.set))  # classification bundles: crops -> CSV
     if code is not None:
         return code
-    s = infer_bundle(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
-                     overrides=parse_overrides(args.set), series_uid=args.series_uid, trust=args.trust,
-                     overwrite=args.overwrite, space=args.space, spacing=args.spacing)
+    run = infer_bundle
+    if args.distributed:
+        from lesionlab.apps.deploy.shard import infer_sharded as run
+    s = run(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
+            overrides=parse_overrides(args.set), series_uid=args.series_uid, trust=args.trust,
+            overwrite=args.overwrite, space=args.space, spacing=args.spacing)
     for c in s["cases"]:
         if c["status"] in ("ok", "skipped"):
             done = "ok     " if c["status"] == "ok" else "skipped"
@@ -272,6 +275,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         else:
             print(f"FAILED  {c['case']}: {c['error']} (traceback in {s['log']})", file=sys.stderr)
     print(f"{s['n_ok']}/{s['n_cases']} cases segmented; summary: {args.output}/summary.json")
+    if args.distributed and int(os.environ.get("RANK", 0)) != 0:
+        return 0  # rank 0 reports the merged outcome; a non-zero exit here would make torchrun stop rank 0
     return int(s["exit_code"])
 
 
@@ -500,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
+    inf.add_argument("--distributed", action="store_true",
+                     help="under torchrun: each process segments its share of the cases; reruns skip finished cases "
+                          "(OUT/manifest.jsonl)")
     inf.add_argument("--space", choices=["auto", "native", "mni"],
                      help="native: register every input to MNI152; mni: inputs are already registered; auto (the "
                           "bundle's default): register unless the input is on the model grid")

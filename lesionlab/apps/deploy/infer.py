@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -442,6 +442,8 @@ def infer_bundle(
     overwrite: bool = False,
     space: str | None = None,
     spacing: Sequence[float] | None = None,
+    select: Callable[[list], list] | None = None,
+    summary_name: str = "summary.json",
 ) -> dict[str, Any]:
     """Segment every case of ``inputs`` with the bundle (archive or folder) and write outputs to ``output_dir``.
 
@@ -466,9 +468,12 @@ def infer_bundle(
             (the bundle's default, ``"auto"``: register unless the input is on the model grid).
         spacing: voxel spacing (mm) to use for inputs whose headers have no geometry (refused otherwise); the
             assumption goes into the case's report.
+        select: keeps a subset of the cases found (e.g. one rank's shard, see
+            :mod:`lesionlab.apps.deploy.shard`); an empty subset is not an error.
+        summary_name: file name of the summary in ``output_dir``.
 
     Returns:
-        the summary (also written to ``output_dir/summary.json``).
+        the summary (also written to ``output_dir/<summary_name>``).
 
     Raises:
         LesionlabError: for an unknown format or device, a bundle without weights, DICOM SEG requested while no input
@@ -493,6 +498,8 @@ def infer_bundle(
     if fmt == "dicom-seg" and not any(c.kind == "dicom" for c in cases):
         raise LesionlabError(f"{inputs}: DICOM SEG output needs DICOM input (a series folder): a SEG must reference "
                              "the source images. Use --format nifti or --format nrrd for NIfTI/NRRD/MHA inputs")
+    if select is not None:
+        cases = select(cases)
     os.makedirs(output_dir, exist_ok=True)
     _clean_previous_run(output_dir)
     log_file = os.path.join(output_dir, LOG_NAME)
@@ -511,5 +518,5 @@ def infer_bundle(
         finally:
             shutil.rmtree(work, ignore_errors=True)
         summary = _summary(src, metadata, cases, batch, segmenter, fmt, device, overrides)
-    atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2))
+    atomic_write_text(os.path.join(output_dir, summary_name), json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,146 @@
+"""Archive inference sharded over the processes of ``torchrun`` (one or many machines), resumable.
+
+``lesionlab infer BUNDLE --input ARCHIVE --output OUT --distributed`` started by ``torchrun --nproc_per_node=N``:
+
+* every rank lists the same cases (:func:`lesionlab.data.io.find_cases` sorts them) and takes case ``i`` when
+  ``i % world_size == rank``; it segments its share with :func:`lesionlab.apps.deploy.infer.infer_bundle` (each
+  output and ``<case>_report.json`` written atomically, a failing case recorded, not fatal);
+* each rank appends one JSON line per case to ``OUT/.manifest/rank<R>.jsonl`` (``case``, ``status``, ``error``,
+  ``output``, ``seconds``, ``rank``); after a barrier rank 0 merges every rank file into ``OUT/manifest.jsonl``
+  (latest line per case wins) and ``OUT/summary.json``;
+* a rerun (any number of ranks) skips the cases that are done: ``status == "ok"`` in a manifest, or a
+  ``<case>_report.json`` in ``OUT`` (written as the last step of a case, so a run killed between cases loses no
+  finished case); failed cases are tried again.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from lesionlab.apps.deploy.infer import infer_bundle
+from lesionlab.utils import atomic_write_text
+
+__all__ = ["done_cases", "infer_sharded", "merge_manifests", "shard"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_DIR = ".manifest"
+
+
+def shard(items: list, rank: int, world_size: int) -> list:
+    """The items of ``rank``: every ``world_size``-th item starting at index ``rank``."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+    return [x for i, x in enumerate(items) if i % world_size == rank]
+
+
+def _read_lines(path: str) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: the case is simply not marked done
+                logger.warning("%s: skipping an unreadable manifest line", path)
+    return rows
+
+
+def _manifest_rows(output_dir: str) -> list[dict]:
+    files = sorted(glob.glob(os.path.join(output_dir, MANIFEST_DIR, "rank*.jsonl")))
+    merged = os.path.join(output_dir, "manifest.jsonl")
+    return (_read_lines(merged) if os.path.exists(merged) else []) + [r for f in files for r in _read_lines(f)]
+
+
+def done_cases(output_dir: str) -> set[str]:
+    """Case ids finished in ``output_dir``: ``ok`` in a manifest (the latest line of a case counts) or with a report."""
+    latest: dict[str, dict] = {}
+    for row in _manifest_rows(output_dir):
+        latest[row["case"]] = row
+    done = {c for c, r in latest.items() if r.get("status") in ("ok", "skipped")}
+    suffix = "_report.json"
+    reports = glob.glob(os.path.join(glob.escape(output_dir), "*" + suffix))
+    done |= {os.path.basename(p)[: -len(suffix)] for p in reports}
+    return done
+
+
+def merge_manifests(output_dir: str) -> dict[str, Any]:
+    """Merge the rank manifests into ``manifest.jsonl`` and ``summary.json`` (latest line per case); return it."""
+    latest: dict[str, dict] = {}
+    for row in _manifest_rows(output_dir):
+        latest[row["case"]] = row
+    rows = [latest[c] for c in sorted(latest)]
+    atomic_write_text(os.path.join(output_dir, "manifest.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    failed = [r for r in rows if r.get("status") not in ("ok", "skipped")]
+    summary = {"n_cases": len(rows), "n_ok": len(rows) - len(failed), "n_failed": len(failed),
+               "exit_code": 1 if failed else 0, "cases": rows}
+    atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2))
+    return summary
+
+
+def _append(path: str, rows: list[Mapping[str, Any]]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        for r in rows:
+            f.write(json.dumps(dict(r)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def infer_sharded(bundle: str, inputs: str, output_dir: str, device: str = "cpu", rank: int | None = None,
+                  world_size: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Segment this rank's share of ``inputs`` (see the module docstring); rank 0 returns the merged summary.
+
+    Args:
+        bundle, inputs, output_dir, kwargs: as :func:`lesionlab.apps.deploy.infer.infer_bundle` (``fmt``,
+            ``overrides``, ``series_uid``).
+        device: ``cpu`` or ``cuda``; with CUDA each process uses ``cuda:<LOCAL_RANK>``.
+        rank, world_size: default to the launcher's ``RANK`` and ``WORLD_SIZE`` (0 and 1 without a launcher). When
+            a process group can be formed (``torchrun``), the ranks wait for each other before rank 0 merges.
+
+    Returns:
+        rank 0: the merged summary (``OUT/summary.json``); other ranks: their own summary
+        (``OUT/.manifest/summary_rank<R>.json``).
+    """
+    import torch.distributed as dist
+
+    from lesionlab.pipelines.distributed import destroy_distributed, init_distributed
+
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    output_dir = os.path.abspath(output_dir)
+    if device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    own_group = world_size > 1 and "MASTER_ADDR" in os.environ and not dist.is_initialized()
+    if own_group:
+        init_distributed("gloo")  # only barriers: gloo also when the network runs on CUDA
+    done = done_cases(output_dir)
+
+    def select(cases: list) -> list:
+        mine = shard(cases, rank, world_size)
+        todo = [c for c in mine if c.case_id not in done]
+        logger.info("rank %d of %d: %d of %d cases, %d already done", rank, world_size, len(mine), len(cases),
+                    len(mine) - len(todo))
+        return todo
+
+    os.makedirs(os.path.join(output_dir, MANIFEST_DIR), exist_ok=True)
+    summary = infer_bundle(bundle, inputs, output_dir, device=device, select=select,
+                           summary_name=os.path.join(MANIFEST_DIR, f"summary_rank{rank}.json"), **kwargs)
+    _append(os.path.join(output_dir, MANIFEST_DIR, f"rank{rank}.jsonl"),
+            [{**{k: c.get(k) for k in ("case", "input", "status", "error", "output", "seconds",
+                                                     "lesion_volume_ml")}, "rank": rank}
+             for c in summary["cases"]])
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        summary = merge_manifests(output_dir)
+    if own_group:
+        destroy_distributed()
+    return summary
