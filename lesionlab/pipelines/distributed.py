@@ -74,6 +74,12 @@ def local_device(device: str | None = None) -> torch.device:
     return dev
 
 
+def ddp_device_ids(device: torch.device | str) -> list[torch.device] | None:
+    """``device_ids`` for ``DistributedDataParallel``: the process's GPU, or None on the CPU (gloo)."""
+    device = torch.device(device)
+    return [device] if device.type == "cuda" else None
+
+
 def init_distributed(backend: str | None = None, device: torch.device | str | None = None) -> bool:
     """Initialise the default process group from the ``torchrun`` environment (idempotent).
 

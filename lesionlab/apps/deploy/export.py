@@ -51,7 +51,7 @@ __all__ = ["export_bundle", "export_onnx", "export_ts"]
 logger = logging.getLogger(__name__)
 
 _BUNDLE_ITEMS = ("configs", "docs", "resources", "scripts", "LICENSE")
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "multi_gpu_train.json")  # DDP training only
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 
 def _first_line(err: BaseException) -> str:

@@ -75,6 +75,10 @@ ALLOWED_CHAINS = frozenset({
     "lesionlab.pipelines.classification.copy_asset_folder",
     "lesionlab.apps.figures.plot_engine_confusion_matrix", "lesionlab.apps.figures.plot_confusion_matrix",
     "lesionlab.pipelines.nuclei_data.class_names",
+    # distributed training (multi_gpu_train.json)
+    "lesionlab.pipelines.distributed.local_device", "lesionlab.pipelines.distributed.ddp_device_ids",
+    "lesionlab.pipelines.distributed.rank_handlers", "lesionlab.pipelines.distributed.init_distributed",
+    "lesionlab.pipelines.distributed.destroy_distributed",
 })
 #: methods an expression may call on a config reference (``@evaluator.run()``, ``@network_def.to(@device)``...)
 ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval", "split", "set_trainer"})
@@ -88,8 +92,8 @@ ALLOWED_SHORT_TARGETS = frozenset({
     "ScaleIntensityRanged", "SegResNet", "SimpleInferer", "SlidingWindowInferer", "Spacingd", "SpatialPadd",
     "StatsHandler", "SupervisedEvaluator", "SupervisedTrainer", "TensorBoardStatsHandler", "UNet", "ValidationHandler",
     # classification and tile bundles
-    "ClassificationSaver", "CopyItemsd", "Identityd", "RandSpatialCropd", "RandZoomd", "RandGaussianNoised",
-    "RandRotated", "Resized",
+    "ClassificationSaver", "CopyItemsd", "DistributedSampler", "Identityd", "RandSpatialCropd", "RandZoomd",
+    "RandGaussianNoised", "RandRotated", "Resized",
     "load_decathlon_datalist",
 })
 #: dotted ``_target_`` names allowed one by one (functions)
@@ -112,6 +116,7 @@ ALLOWED_TARGET_MODULES = frozenset({
     "lesionlab.data.nuclei", "lesionlab.pipelines.nuclei_metrics", "lesionlab.pipelines.two_stage",
     "lesionlab.pipelines.imbalance_losses", "lesionlab.pipelines.renogram", "lesionlab.networks.nets.deeplabv3plus",
     "lesionlab.pipelines.glomeruli", "lesionlab.pipelines.confusion", "torch.utils.data", "lesionlab.pipelines.slices",
+    "lesionlab.pipelines.distributed", "torch.nn.parallel",
 })
 #: string arguments that MONAI turns into a class by its dotted path
 _CLASS_PATH_KEYS = ("writer", "reader")
