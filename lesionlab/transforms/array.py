@@ -428,6 +428,7 @@ class ValidateHeader(Transform):
             check_image_header(path, self.spacing)
         return path
 
+
 class ValidateRGBTile(Transform):
     """Check a loaded channel-first H&E tile ``(C, W, H)`` and return its RGB channels, or raise a ``DataError``.
 

@@ -250,7 +250,6 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
         return d
 
 
-
 class ValidateHeaderd(MapTransform):
     """Dictionary version of :class:`ValidateHeader`: checks the files named by ``keys`` before ``LoadImaged``."""
 
@@ -258,6 +257,13 @@ class ValidateHeaderd(MapTransform):
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.check = ValidateHeader(spacing)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self.check(d[key])
+        return d
+
 
 class ValidateRGBTiled(MapTransform):
     """Dictionary version of :class:`~lesionlab.transforms.array.ValidateRGBTile` (put it after
@@ -272,7 +278,6 @@ class ValidateRGBTiled(MapTransform):
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            self.check(d[key])
             d[key] = self.check(d[key])
         return d
 

@@ -167,8 +167,6 @@ def _nifti_bytes(vol: np.ndarray, zooms=(1.5, 1.5, 2.0)) -> bytes:
     return nib.Nifti1Image(vol, np.diag([*zooms, 1.0])).to_bytes()
 
 
-@pytest.mark.xfail(reason="since main's stroke bundles register to MNI152, the random-noise test volume is refused "
-                   "(clear message); the test needs a brain-like synthetic volume -- TODO", strict=False)
 def test_volume_slider_and_lesion_volume_in_ml(app_env, models_dir):
     from lesionlab.apps.webapp.model import BundleModel
 
@@ -188,8 +186,6 @@ def test_volume_slider_and_lesion_volume_in_ml(app_env, models_dir):
     assert not at.exception and at.slider(key="slice").value == 3
 
 
-@pytest.mark.xfail(reason="since main's stroke bundles register to MNI152, the random-noise test volume is refused "
-                   "(clear message); the test needs a brain-like synthetic volume -- TODO", strict=False)
 def test_dicom_series_zip_and_a_bad_zip(app_env, tmp_path):
     from lesionlab.data.dicom import synth_dicom_series
 

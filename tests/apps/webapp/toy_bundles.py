@@ -149,7 +149,9 @@ def make_volume_bundle(root: str) -> str:
     from lesionlab.apps.deploy.config import build_network
 
     copy_bundle("brain_mri_unet3d_stroke_segmentation", root)
-    set_config_values(root, {"network_def#channels": [4, 8, 8, 8, 8], "patch_size": [32, 32, 32]},
+    # space "mni": the toy volumes are noise, not heads, so they are taken as already registered (resampled onto
+    # the model grid without registration); registration itself is tested in tests/transforms/test_registration.py
+    set_config_values(root, {"network_def#channels": [4, 8, 8, 8, 8], "patch_size": [32, 32, 32], "space": "mni"},
                       configs=("inference",))
     torch.manual_seed(0)
     net = build_network(root)
