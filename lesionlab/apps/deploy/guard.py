@@ -116,7 +116,7 @@ ALLOWED_TARGET_MODULES = frozenset({
     "lesionlab.data.nuclei", "lesionlab.pipelines.nuclei_metrics", "lesionlab.pipelines.two_stage",
     "lesionlab.pipelines.imbalance_losses", "lesionlab.pipelines.renogram", "lesionlab.networks.nets.deeplabv3plus",
     "lesionlab.pipelines.glomeruli", "lesionlab.pipelines.confusion", "torch.utils.data", "lesionlab.pipelines.slices",
-    "lesionlab.pipelines.distributed", "torch.nn.parallel",
+    "lesionlab.pipelines.distributed", "torch.nn.parallel", "ignite.distributed.auto",
 })
 #: string arguments that MONAI turns into a class by its dotted path
 _CLASS_PATH_KEYS = ("writer", "reader")
