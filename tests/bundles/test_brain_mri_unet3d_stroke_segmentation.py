@@ -26,7 +26,11 @@ def test_train_evaluate_infer(tiny_atlas, tmp_path):
     assert s["n_cases"] == 1
     src = os.path.join(tiny_atlas, json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"])
     out = str(tmp_path / "infer")
-    run_bundle(root, "infer", datalist=[src], output_dir=out, **{k: v for k, v in TINY.items() if k != "progress"})
+    # the tiny volume is no head scan: its own grid is declared the model grid, so nothing is registered (space "mni")
+    grid = {"model_grid_shape": [48, 48, 10], "space": "mni",
+            "model_grid_affine": [[1.0, 0, 0, -24.0], [0, 1.0, 0, -30.0], [0, 0, 2.0, 5.0], [0, 0, 0, 1.0]]}
+    run_bundle(root, "infer", datalist=[src], output_dir=out, **grid,
+               **{k: v for k, v in TINY.items() if k != "progress"})
     (name,) = os.listdir(out)
     pred, ref = nib.load(os.path.join(out, name)), nib.load(src)
     assert pred.shape == ref.shape  # 48 x 48 x 10: smaller than a patch along z, padded and cropped back
