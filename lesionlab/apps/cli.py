@@ -273,7 +273,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             print(f"{done} {c['case']}: {c['output']}" + (f" ({what})" if what else "")
                   + (" -- complete from a previous run (--overwrite to redo)" if c["status"] == "skipped" else ""))
         else:
-            print(f"FAILED  {c['case']}: {c['error']} (traceback in {s['log']})", file=sys.stderr)
+            where = f" (traceback in {s['log']})" if s.get("log") else ""
+            print(f"FAILED  {c['case']}: {c['error']}{where}", file=sys.stderr)
     print(f"{s['n_ok']}/{s['n_cases']} cases segmented; summary: {args.output}/summary.json")
     if args.distributed and int(os.environ.get("RANK", 0)) != 0:
         return 0  # rank 0 reports the merged outcome; a non-zero exit here would make torchrun stop rank 0
