@@ -158,11 +158,7 @@ def _imports(text: str) -> dict[str, str] | str:
         # a submodule of the project's own package is as trusted as the package; other modules only by name
         if alias.name not in ALLOWED_IMPORTS and not alias.name.startswith("lesionlab."):
             return f"imports {alias.name} (allowed: {', '.join(sorted(ALLOWED_IMPORTS))})"
-        if alias.asname:
-            out[alias.asname] = alias.name
-        else:  # 'import a.b' binds the name 'a' to the package a
-            top = alias.name.split(".")[0]
-            out[top] = top
+        out[alias.asname or alias.name] = alias.name  # as MONAI binds it: 'import a.b' binds the key 'a.b'
     return out
 
 
