@@ -139,7 +139,10 @@ def test_inference_nifti_keeps_input_geometry(trained, tiny_atlas, tmp_path):
     src = json.load(open(os.path.join(tiny_atlas, "datalist.json")))["validation"][0]["image"]
     src = os.path.join(tiny_atlas, src)
     out = str(tmp_path / "infer")
-    run_bundle(root, "infer", datalist=[src], output_dir=out, **case.tiny)
+    # the tiny volume is no head scan: its own grid is declared the model grid, so nothing is registered (space "mni")
+    grid = {"model_grid_shape": [48, 48, 10], "space": "mni",
+            "model_grid_affine": [[1.0, 0, 0, -24.0], [0, 1.0, 0, -30.0], [0, 0, 2.0, 5.0], [0, 0, 0, 1.0]]}
+    run_bundle(root, "infer", datalist=[src], output_dir=out, **grid, **case.tiny)
     files = os.listdir(out)
     assert len(files) == 1 and files[0].endswith("_lesion.nii.gz")
     pred, ref = nib.load(os.path.join(out, files[0])), nib.load(src)
