@@ -140,7 +140,7 @@ def _nifti_cases() -> list[tuple[str, Case]]:
         hdr["sform_code"], hdr["qform_code"] = 1, 0
         p = str(t / "affine.nii.gz")
         nib.save(nib.Nifti1Image(_img(), None, header=hdr), p)
-        return lambda: load_volume(p), "affine.nii.gz", "invalid affine"
+        return lambda: load_volume(p), "affine.nii.gz", "invalid voxel spacing"  # the header check sees the zero row first
 
     def rgb_voxels(t):
         rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
