@@ -139,8 +139,9 @@ def _nifti_cases() -> list[tuple[str, Case]]:
         hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 2, 0]
         hdr["sform_code"], hdr["qform_code"] = 1, 0
         p = str(t / "affine.nii.gz")
+        # the header check sees the zero row (spacing 0) before the affine check
         nib.save(nib.Nifti1Image(_img(), None, header=hdr), p)
-        return lambda: load_volume(p), "affine.nii.gz", "invalid voxel spacing"  # the header check sees the zero row first
+        return lambda: load_volume(p), "affine.nii.gz", "invalid voxel spacing"
 
     def rgb_voxels(t):
         rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
