@@ -109,8 +109,13 @@ def init_distributed(backend: str | None = None, device: torch.device | str | No
 
 
 def destroy_distributed() -> None:
-    """Tear the default process group down (no-op when none)."""
+    """Tear the default process group down (no-op when none).
+
+    A barrier first: every rank has finished its last collective before any rank destroys the group (gloo aborts a
+    process whose peer tears the connection down under it: "terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
