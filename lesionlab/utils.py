@@ -6,10 +6,11 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-__all__ = ["TEMP_PREFIX", "atomic_write_text", "atomic_path", "remove_stale_temp_files", "get_device"]
+__all__ = ["TEMP_PREFIX", "atomic_write_text", "atomic_path", "remove_stale_temp_files", "get_device", "save_figure"]
 
 #: name prefix of the temporary files of :func:`atomic_path` (a killed process may leave some behind)
 TEMP_PREFIX = ".tmp-"
@@ -74,3 +75,13 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None and str(device) != "auto":
         return torch.device(device)
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def save_figure(fig: Any, out_png: str | os.PathLike, dpi: int = 110) -> str:
+    """Write a matplotlib figure as PNG atomically (temp file + rename) and close it; returns ``out_png``."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return os.fspath(out_png)

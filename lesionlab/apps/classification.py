@@ -18,7 +18,7 @@ import torch
 
 from lesionlab.apps.figures import plot_confusion_matrix
 from lesionlab.errors import DataError, LesionlabError
-from lesionlab.utils import atomic_path, atomic_write_text
+from lesionlab.utils import atomic_write_text, save_figure
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -103,9 +103,7 @@ def plot_roc_curves(probs: np.ndarray, labels: np.ndarray, class_names: Sequence
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title or "ROC, one vs rest")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
     return out_png
 
 
@@ -151,9 +149,7 @@ def gradcam_figure(network: torch.nn.Module, images: torch.Tensor, labels: Seque
             ax.axis("off")
     fig.suptitle("Grad-CAM of the predicted class", fontsize=9)
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=100)
     return out_png
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from lesionlab.apps.bundle import bundle_path, copy_bundle
 from lesionlab.errors import LesionlabError
-from lesionlab.utils import atomic_path, atomic_write_text
+from lesionlab.utils import atomic_write_text, save_figure
 
 __all__ = ["Row", "TABLES", "run_table", "open_table", "run_rows", "train_and_evaluate_row", "wilcoxon_p"]
 
@@ -413,9 +413,7 @@ def _boxplot(spec: dict, results: dict[str, dict], out_png: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_title(spec["title"], fontsize=9)
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
 
 
 def open_table(tables: dict[str, dict], table_id: str, datalist: str, workdir: str, prefix: str,

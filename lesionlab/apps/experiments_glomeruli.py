@@ -26,7 +26,7 @@ from lesionlab.apps.bundle import copy_bundle, run_bundle, set_config_values
 from lesionlab.apps.experiments import wilcoxon_p
 from lesionlab.apps.glomeruli import DEMO_NETWORK, GLOMERULI_BUNDLE, load_bundle_network
 from lesionlab.errors import LesionlabError
-from lesionlab.utils import atomic_path, atomic_write_text
+from lesionlab.utils import atomic_write_text, save_figure
 
 __all__ = ["ABLATION_ROWS", "run_glomeruli_ablation", "per_tile_dice"]
 
@@ -82,9 +82,7 @@ def _curves(histories: dict[str, list[dict]], interval: int, out_png: str) -> No
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
 
 
 def _fmt(v: float) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionlab.utils import atomic_path
+from lesionlab.utils import save_figure
 
 __all__ = ["lesion_overlay_figure", "pick_slices", "plot_confusion_matrix", "plot_engine_confusion_matrix"]
 
@@ -99,9 +99,7 @@ def lesion_overlay_figure(
     if footnote:
         fig.text(0.99, 0.01, footnote, ha="right", va="bottom", fontsize=6, color="gray")
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
     return out_png
 
 
@@ -152,9 +150,7 @@ def plot_confusion_matrix(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=120)
     return out_png
 
 
@@ -180,9 +176,7 @@ def plot_paired_bars(names: Sequence[str], series: dict[str, Sequence[float]], o
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
     return out_png
 
 

@@ -90,7 +90,7 @@ def _overlay_figure(slide_path: str, truth_rle: str | None, pred_rle: str, histo
 
     from lesionlab.data.hubmap import rle_decode
     from lesionlab.data.slides import open_slide
-    from lesionlab.utils import atomic_path
+    from lesionlab.utils import save_figure
 
     with open_slide(slide_path) as slide:
         height, width = slide.shape
@@ -122,9 +122,7 @@ def _overlay_figure(slide_path: str, truth_rle: str | None, pred_rle: str, histo
         axes[1].grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
     return out_png
 
 

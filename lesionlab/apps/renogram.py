@@ -25,7 +25,7 @@ import numpy as np
 from lesionlab.apps.bundle import bundle_path
 from lesionlab.apps.experiments import Row, _fmt, _run_row, wilcoxon_p
 from lesionlab.errors import DataError, LesionlabError
-from lesionlab.utils import atomic_path, atomic_write_text
+from lesionlab.utils import atomic_write_text, save_figure
 
 __all__ = ["BUNDLE", "TABLE", "is_renogram_bundle", "infer_renogram", "run_renogram_table"]
 
@@ -202,9 +202,7 @@ def _contour_figure(results: dict[str, dict], test_items: Sequence[dict], out_pn
         ax.axis("off")
     axes[0][-1].legend(fontsize=7, loc="lower right", facecolor="0.3", labelcolor="white")
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
 
 
 def _size_overrides(row: Row, size: int) -> dict[str, Any]:

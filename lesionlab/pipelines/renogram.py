@@ -31,7 +31,7 @@ from monai.metrics import DiceMetric, MeanIoU, compute_confusion_matrix_metric, 
 from lesionlab.data.datalist import split_subjects
 from lesionlab.errors import DataError
 from lesionlab.pipelines.metrics import case_metrics, write_reports
-from lesionlab.utils import atomic_path, atomic_write_text
+from lesionlab.utils import atomic_path, atomic_write_text, save_figure
 
 __all__ = [
     "build_renogram_datalist", "renogram_image_metrics", "summarize_renogram", "RenogramMetricsHandler",
@@ -247,9 +247,7 @@ def plot_time_activity_curves(start_s: np.ndarray, duration_s: np.ndarray, curve
     ax.set_title(title or "renogram time-activity curves", fontsize=9)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
     return out_png
 
 
