@@ -116,7 +116,7 @@ def infer_sharded(bundle: str, inputs: str, output_dir: str, device: str = "cpu"
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     output_dir = os.path.abspath(output_dir)
-    if device.startswith("cuda") and ":" not in device:
+    if device.startswith("cuda") and ":" not in device:  # ok: reads the user's device string
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     own_group = world_size > 1 and "MASTER_ADDR" in os.environ and not dist.is_initialized()
     if own_group:
