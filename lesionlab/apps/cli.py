@@ -288,6 +288,15 @@ def _cmd_app(args: argparse.Namespace) -> int:
                    device=args.device, project_bundles=not args.no_project_bundles)
 
 
+
+def _experiment_outputs(parser: argparse.ArgumentParser, quick_help: str, set_example: str = "") -> None:
+    """The options every ``lesionlab experiments <paper>`` command shares: output folder, CPU mode, overrides."""
+    parser.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--set", action="append", metavar="ID=VALUE",
+                        help="override a config id in every row" + (f", e.g. {set_example}" if set_example else "")
+                        + " (repeatable)")
+
 def build_parser() -> argparse.ArgumentParser:
     from lesionlab.apps import glomerulus_cli
     from lesionlab.apps.experiments import TABLES
@@ -425,14 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     xs.add_argument("--table", required=True, choices=sorted(TABLES))
     xs.add_argument("--datalist", required=True, help="datalist JSON (training/validation) from `lesionlab datalist`")
     xs.add_argument("--epochs", type=int, default=150, help="training epochs per row (thesis: 150)")
-    xs.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
-    xs.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
+    _experiment_outputs(xs, "narrow networks for CPU smoke runs", "roi_end=[48,48]")
     xs.add_argument("--slices-per-volume", type=int, help="2.5D samples per volume and epoch (sampled mode)")
     xs.add_argument("--sampling", choices=["all", "sampled"],
                     help="2.5D training protocol: 'all' = the thesis's (every slice once per epoch, batch 16), "
                          "'sampled' = the bundles' fast default (slices_per_volume per volume and epoch)")
-    xs.add_argument("--set", action="append", metavar="ID=VALUE",
-                    help="override a config id in every row, e.g. roi_end=[48,48] (repeatable)")
     xs.set_defaults(func=_cmd_experiments)
     glomerulus_cli.add_experiments_parser(xsub)
     xi = xsub.add_parser("imbalance", help="nuclei imbalance thesis (seed 001): tables 4.3, 4.4, 4.8, 4.12, "
@@ -442,19 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "two-stage 4.20")
     xi.add_argument("--dataset-dir", required=True, help="CoNIC-format folder (lesionlab synth nuclei writes one)")
     xi.add_argument("--epochs", type=int, default=10, help="training epochs per row (thesis demo: 10)")
-    xi.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
-    xi.add_argument("--quick", action="store_true", help="narrow networks for CPU smoke runs")
+    _experiment_outputs(xi, "narrow networks for CPU smoke runs", "roi_size=[64,64]")
     xi.add_argument("--row", action="append", help="run only this row (repeatable)")
-    xi.add_argument("--set", action="append", metavar="ID=VALUE",
-                    help="override a config id in every row, e.g. roi_size=[64,64] (repeatable)")
     xi.set_defaults(func=_cmd_experiments_imbalance)
     xr = xsub.add_parser("renogram", help="renogram paper (seed 003): Table 2 columns and the flip-augmented Our*")
     xr.add_argument("--datalist", required=True, help="renogram datalist JSON (`lesionlab synth renogram` writes one)")
     xr.add_argument("--epochs", type=int, default=1000, help="maximum epochs per row (paper: 1000, early stopping)")
     xr.add_argument("--size", type=int, default=384, help="network input size (paper: 384; 96 for CPU runs)")
-    xr.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
-    xr.add_argument("--quick", action="store_true", help="narrow networks for CPU runs")
-    xr.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
+    _experiment_outputs(xr, "narrow networks for CPU runs")
     xr.add_argument("--rows", action="append", metavar="NAME", help="run only this row (repeatable); earlier rows kept")
     xr.set_defaults(func=_cmd_experiments_renogram)
 
@@ -462,9 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     xg.add_argument("--datalist", required=True, help="tile datalist JSON from `lesionlab tile hubmap`")
     xg.add_argument("--iterations", type=int, default=24000, help="training iterations per row (thesis: 24000)")
     xg.add_argument("--batch-size", type=int, default=8, help="batch size (thesis: 8)")
-    xg.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
-    xg.add_argument("--quick", action="store_true", help="reduced network at 512 -> 128 tiles for CPU smoke runs")
-    xg.add_argument("--set", action="append", metavar="ID=VALUE", help="override a config id in every row")
+    _experiment_outputs(xg, "reduced network at 512 -> 128 tiles for CPU smoke runs")
     xg.set_defaults(func=_cmd_experiments_glomeruli)
 
     e = sub.add_parser("export-ts", help="export models/model.pt of a bundle to TorchScript models/model.ts")
