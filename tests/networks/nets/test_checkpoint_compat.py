@@ -66,4 +66,6 @@ def test_old_checkpoint_loads_and_gives_the_same_output(saved, name):
     net.load_state_dict(_state_dict(saved[name]), strict=True)
     with torch.no_grad():
         out = net(saved["input"])
-    torch.testing.assert_close(out, saved[name]["output"], rtol=0, atol=0)
+    # same weights and input, but not bit-identical: the CI machine's BLAS sums in another order (seen there:
+    # 47 of 1024 logits off by <= 3e-8). A remapped or missing weight moves the logits by far more than this.
+    torch.testing.assert_close(out, saved[name]["output"], rtol=1e-5, atol=1e-6)
