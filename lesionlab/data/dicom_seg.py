@@ -17,7 +17,7 @@ from lesionlab.data.dicom import DicomSeries, SegmentInfo, read_dicom_series
 from lesionlab.errors import DataError, LesionlabError
 from lesionlab.utils import atomic_path
 
-__all__ = ["frame_slices", "write_dicom_seg"]
+__all__ = ["build_segmentation", "frame_slices", "write_dicom_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,76 @@ def frame_slices(source, reference, path: str) -> list[int]:
     return index
 
 
+def build_segmentation(
+    sources: Sequence,
+    masks: np.ndarray,
+    segments: Sequence[SegmentInfo],
+    algorithm_name: str = "lesionlab",
+    algorithm_version: str = "",
+    series_description: str = "lesionlab segmentation",
+    category=None,
+    property_type=None,
+    content_label: str = "LESIONS",
+    content_description: str = "Automatic lesion segmentation",
+    **geometry,
+):
+    """The highdicom ``Segmentation`` (binary, empty frames kept) of ``masks`` derived from ``sources``.
+
+    Shared by :func:`write_dicom_seg` and :func:`lesionlab.data.nm_dicom.write_renogram_seg`.
+
+    Args:
+        sources: source datasets (headers suffice), as highdicom takes them.
+        masks: ``(frames, rows, columns, segments)`` 0/1.
+        segments: one per mask channel (segment numbers 1, 2...): name and display colour.
+        algorithm_name, algorithm_version: recorded as the segmentation algorithm (version: the package's by default).
+        series_description: ``SeriesDescription`` of the SEG series.
+        category, property_type: segmented property category and type codes (default: SCT morphologically
+            abnormal structure / lesion).
+        content_label, content_description: ``ContentLabel`` and ``ContentDescription``.
+        geometry: ``pixel_measures``, ``plane_orientation``, ``plane_positions`` for highdicom when given.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from lesionlab import __version__
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name[:64], family=codes.cid7162.ArtificialIntelligence,
+        version=(algorithm_version or __version__)[:64],
+    )
+    descriptions = []
+    for number, s in enumerate(segments, start=1):
+        rgb = np.clip(np.asarray(s.color, dtype=float), 0.0, 1.0)
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=s.name[:64],
+            segmented_property_category=category or codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=property_type or codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            display_color=hd.color.CIELabColor.from_rgb(*[int(round(255 * c)) for c in rgb]),
+        ))
+    return hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=masks,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=max(1, int(sources[0].get("SeriesNumber", 0) or 0)) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="lesionlab",
+        manufacturer_model_name=algorithm_name[:64],
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=series_description[:64],
+        content_label=content_label,
+        content_description=content_description[:64],
+        omit_empty_frames=False,
+        **geometry,
+    )
+
+
 def write_dicom_seg(
     label,
     series: DicomSeries,
@@ -84,12 +154,8 @@ def write_dicom_seg(
         LesionlabError: when no segment is given, or a multi-frame source's frames do not form one volume.
         DataError: naming the file, when the label image or a source slice cannot be read (``out_path`` untouched).
     """
-    import highdicom as hd
     import pydicom
     import SimpleITK as sitk
-    from pydicom.sr.codedict import codes
-
-    from lesionlab import __version__
 
     if not segments:
         raise LesionlabError("write_dicom_seg needs at least one segment")
@@ -117,40 +183,7 @@ def write_dicom_seg(
         raise LesionlabError(f"label shape {arr.shape} does not match the series ({len(sources)} slices of "
                              f"{sources[0].Rows}x{sources[0].Columns})")
     masks = np.stack([(arr == s.label_value) for s in segments], axis=-1).astype(np.uint8)  # (F, R, C, S)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=algorithm_name[:64], family=codes.cid7162.ArtificialIntelligence,
-        version=(algorithm_version or __version__)[:64],
-    )
-    descriptions = []
-    for number, s in enumerate(segments, start=1):
-        rgb = np.clip(np.asarray(s.color, dtype=float), 0.0, 1.0)
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=s.name[:64],
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            display_color=hd.color.CIELabColor.from_rgb(*[int(round(255 * c)) for c in rgb]),
-        ))
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=masks,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=max(1, int(sources[0].get("SeriesNumber", 0) or 0)) + 1000,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="lesionlab",
-        manufacturer_model_name=algorithm_name[:64],
-        software_versions=__version__,
-        device_serial_number="0",
-        series_description=series_description[:64],
-        content_label="LESIONS",
-        content_description="Automatic lesion segmentation"[:64],
-        omit_empty_frames=False,
-    )
+    seg = build_segmentation(sources, masks, segments, algorithm_name, algorithm_version, series_description)
     with atomic_path(out_path, suffix=".dcm") as tmp:
         seg.save_as(tmp)
     return out_path

@@ -18,7 +18,8 @@ frame count), so every reader here returns a :class:`RenogramStudy` with both.
   Anything else gets a :class:`~lesionlab.errors.DataError` that names the file and says why it is not a dynamic
   renogram (e.g. a whole-body bone scan: ``ImageType`` ``WHOLE BODY``, one frame).
 * :func:`write_nm_dynamic` writes frames as a real DICOM NM multi-frame dynamic file (used by the synthetic
-  studies, :mod:`lesionlab.data.synthetic.renogram`).
+  studies, :mod:`lesionlab.data.synthetic.renogram`); it lives in :mod:`lesionlab.data.nm_dicom`, next to the
+  DICOM SEG writer of renogram predictions, and is re-exported here.
 
 Orientation: frames are ``(frames, rows, columns)``; renograms are acquired from behind (posterior view), so the
 patient's left kidney is on the image's left (low column index). :attr:`RenogramStudy.view` records the view when the
@@ -35,18 +36,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lesionlab.data.dicom import _candidate_files, _uid, is_dicom_file
+from lesionlab.data.dicom import _candidate_files, is_dicom_file
+from lesionlab.data.nm_dicom import _DETECTOR, _ENERGY, _PHASE, NM_IMAGE_STORAGE, write_nm_dynamic
 from lesionlab.errors import DataError
-from lesionlab.utils import atomic_path
 
 __all__ = ["RenogramStudy", "read_renogram", "find_renogram_studies", "write_nm_dynamic", "NM_IMAGE_STORAGE"]
 
 logger = logging.getLogger(__name__)
 
-NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
 _PLAIN_SUFFIXES = (".png", ".tif", ".tiff")
-# (0054,0010) EnergyWindowVector, (0054,0020) DetectorVector, (0054,0030) PhaseVector
-_ENERGY, _DETECTOR, _PHASE = 0x00540010, 0x00540020, 0x00540030
 
 
 @dataclass
@@ -62,6 +60,8 @@ class RenogramStudy:
         patient_id, study_instance_uid, series_instance_uid: identifiers (empty when unknown).
         view: ``"POSTERIOR"``, ``"ANTERIOR"`` or ``""`` (unknown).
         phases: ``[{"n_frames", "frame_duration_s", "delay_s"}]`` as read (one entry for plain stacks).
+        frame_numbers: 1-based number of each frame in the source (the NM file's frame numbers, which differ from
+            ``1..n_frames`` when a detector or energy window was chosen; ``1..n_frames`` otherwise).
     """
 
     frames: np.ndarray
@@ -74,9 +74,12 @@ class RenogramStudy:
     series_instance_uid: str = ""
     view: str = ""
     phases: list[dict] = field(default_factory=list)
+    frame_numbers: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.frames.shape[0]
+        if self.frame_numbers is None:
+            self.frame_numbers = np.arange(1, n + 1)
         if self.frames.ndim != 3 or len(self.frame_start_s) != n or len(self.frame_duration_s) != n:
             raise DataError(self.source, f"frames {self.frames.shape} and timing ({len(self.frame_start_s)} starts, "
                                          f"{len(self.frame_duration_s)} durations) do not match")
@@ -304,7 +307,7 @@ def _read_nm_file(path: str, detector: int | None, energy_window: int) -> Renogr
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
         view="POSTERIOR" if "POSTERIOR" in view else "ANTERIOR" if "ANTERIOR" in view else "",
         phases=[{"n_frames": p["n"], "frame_duration_s": p["dur_ms"] / 1000.0, "delay_s": p["start_ms"] / 1000.0}
-                for p in info],
+                for p in info], frame_numbers=(np.flatnonzero(keep) + 1)[order],
     )
 
 
@@ -400,93 +403,3 @@ def _read_npz(path: str) -> RenogramStudy:
     return RenogramStudy(data["frames"].astype(np.float32), data["frame_start_s"].astype(float),
                          data["frame_duration_s"].astype(float), path, pixel_spacing=spacing)
 
-
-def write_nm_dynamic(
-    path: str,
-    frames: np.ndarray,
-    phases: Sequence[tuple[int, float]],
-    pixel_spacing: tuple[float, float] = (4.8, 4.8),
-    patient_id: str = "LESIONLAB-SYNTH",
-    patient_name: str = "LESIONLAB^SYNTHETIC",
-    study_description: str = "lesionlab synthetic renogram",
-    study_uid: str | None = None,
-) -> str:
-    """Write ``frames`` as one DICOM NM multi-frame dynamic acquisition (NM Image Storage, posterior view).
-
-    Args:
-        path: ``.dcm`` file to write (atomically).
-        frames: counts, ``(n_frames, rows, columns)``; stored as uint16 (values clipped to 0..65535).
-        phases: ``[(number of frames, frame duration in seconds), ...]`` in acquisition order; the frame numbers
-            must add up to ``n_frames``.
-        pixel_spacing: (row, column) spacing in mm.
-        patient_id, patient_name, study_description: written as given (synthetic data: nothing identifies a person).
-        study_uid: StudyInstanceUID (a new one by default).
-
-    Returns:
-        ``path``.
-    """
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    from lesionlab import __version__
-
-    frames = np.asarray(frames)
-    if frames.ndim != 3:
-        raise ValueError(f"frames must be (n_frames, rows, columns), got shape {frames.shape}")
-    if sum(int(n) for n, _ in phases) != frames.shape[0]:
-        raise ValueError(f"phases hold {sum(int(n) for n, _ in phases)} frames, frames has {frames.shape[0]}")
-    stored = np.clip(np.round(frames), 0, 65535).astype(np.uint16)
-    sop_uid = _uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = NM_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset(path, {}, file_meta=meta, preamble=b"\0" * 128)
-    now = datetime.datetime.now()
-    ds.SOPClassUID, ds.SOPInstanceUID = NM_IMAGE_STORAGE, sop_uid
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "DYNAMIC", "EMISSION"]
-    ds.Modality, ds.Manufacturer, ds.SoftwareVersions = "NM", "lesionlab (synthetic)", __version__
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient_name, patient_id, "", "O"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid or _uid(), _uid(), _uid()
-    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = now.strftime("%H%M%S")
-    ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
-    ds.StudyDescription, ds.SeriesDescription = study_description, "dynamic renal scintigraphy (posterior)"
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.BodyPartExamined, ds.PatientPosition = "KIDNEY", "HFS"
-    n = int(frames.shape[0])
-    ds.NumberOfFrames = n
-    ds.FrameIncrementPointer = [_ENERGY, _DETECTOR, _PHASE]
-    ds.EnergyWindowVector, ds.NumberOfEnergyWindows = [1] * n, 1
-    ds.DetectorVector, ds.NumberOfDetectors = [1] * n, 1
-    ds.PhaseVector = [k for k, (m, _) in enumerate(phases, start=1) for _ in range(int(m))]
-    ds.NumberOfPhases = len(phases)
-    items = []
-    for m, dur in phases:
-        ph = Dataset()
-        ph.PhaseDelay, ph.ActualFrameDuration, ph.PauseBetweenFrames = 0, int(round(dur * 1000)), 0
-        ph.NumberOfFramesInPhase = int(m)
-        items.append(ph)
-    ds.PhaseInformationSequence = items
-    view, code = Dataset(), Dataset()
-    # a local code (99 prefix: private coding scheme), so that no standard code is guessed
-    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "POSTERIOR", "99LESIONLAB", "posterior"
-    view.ViewCodeSequence = [code]
-    view.ImageOrientationPatient = [-1, 0, 0, 0, 0, -1]  # seen from behind: rows run to the patient's left
-    view.ImagePositionPatient = [0, 0, 0]
-    ds.DetectorInformationSequence = [view]
-    ew, rp = Dataset(), Dataset()
-    rp.Radiopharmaceutical = "99mTc-MAG3 (synthetic)"
-    ew.EnergyWindowName = "Tc99m"
-    ds.EnergyWindowInformationSequence = [ew]
-    ds.RadiopharmaceuticalInformationSequence = [rp]
-    ds.PixelSpacing = [f"{v:.6g}" for v in pixel_spacing]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = np.ascontiguousarray(stored).tobytes()
-    with atomic_path(path, suffix=".dcm") as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
-    return path

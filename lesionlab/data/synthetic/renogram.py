@@ -2,7 +2,7 @@
 
 Each study is a posterior-view gamma-camera acquisition of ``size x size`` pixels in two phases (60 frames of 1 s,
 then 77 frames of 15 s: 137 frames over 20 min, the "about 136 images per person" of seed 003 §2.2), written as one
-real DICOM NM multi-frame file (:func:`lesionlab.data.renogram.write_nm_dynamic`). The scene:
+real DICOM NM multi-frame file (:func:`lesionlab.data.nm_dicom.write_nm_dynamic`). The scene:
 
 * two kidneys (bean-shaped: an ellipse with a medial hilum notch and a smooth random boundary), each split into
   **cortex/parenchyma** and a **pelvis** (collecting system) near the hilum; the patient's left kidney is on the
@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from lesionlab.data.renogram import write_nm_dynamic
+from lesionlab.data.nm_dicom import write_nm_dynamic
 from lesionlab.utils import atomic_path, atomic_write_text
 
 from .common import prepare_output_folder
