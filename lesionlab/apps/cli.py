@@ -501,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--output", required=True, help="output folder (one file per case + summary.json)")
     inf.add_argument("--format", choices=["nifti", "nrrd", "dicom-seg", "png"], default="nifti",
                      help="nifti (default), nrrd (3D Slicer .seg.nrrd) or dicom-seg (DICOM inputs only); NM renogram "
-                     "bundles write PNG + NIfTI label images (nifti) or PNG only (png)")
+                     "bundles write PNG + NIfTI label images (nifti), PNG only (png) or PNG + NIfTI + a DICOM SEG per "
+                     "fused frame (dicom-seg, DICOM NM multi-frame studies)")
     inf.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")

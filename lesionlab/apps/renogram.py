@@ -2,9 +2,9 @@
 
 * :func:`infer_renogram`: runs the renogram bundle's own ``inference.json`` on every study found under the input
   (a DICOM NM file, a folder of DICOM frames, a folder tree of studies); per study and labelled fused frame it writes
-  the parenchyma label image on the study grid (PNG and NIfTI), the split function (JSON) and the per-kidney
-  time-activity curves (PNG), and a ``summary.json`` listing every study with its status (a failing study is
-  reported, the others still run).
+  the parenchyma label image on the study grid (PNG and NIfTI, and a DICOM SEG with ``dicom-seg``), the split
+  function (JSON) and the per-kidney time-activity curves (PNG), and a ``summary.json`` listing every study with its
+  status (a failing study is reported, the others still run).
 * :func:`run_renogram_table`: the paper's Table 2 columns (dice_coeff, precision, recall) and the flip-augmented
   variant of Tables 3/4 (plus accuracy and Jaccard), one bundle run per row through the shared experiments runner
   (:mod:`lesionlab.apps.experiments`), with Wilcoxon p-values against the reference row, parameter counts and a
@@ -30,20 +30,38 @@ from lesionlab.utils import atomic_write_text, save_figure
 __all__ = ["BUNDLE", "TABLE", "is_renogram_bundle", "infer_renogram", "run_renogram_table"]
 
 BUNDLE = "kidney_nm_renogram_parenchyma_segmentation"
-_LABEL_FORMATS = {"nifti": ["png", "nii.gz"], "png": ["png"]}
+#: ``--format`` -> the files written per fused frame (dicom-seg: PNG + NIfTI + DICOM SEG, see RenogramOutputHandler)
+_LABEL_FORMATS = {"nifti": ["png", "nii.gz"], "png": ["png"], "dicom-seg": ["png", "nii.gz", "seg.dcm"]}
+
+
+def _archive_metadata(path: str) -> dict | None:
+    """``configs/metadata.json`` of a bundle archive (``<bundle>/configs/metadata.json`` in the zip), unextracted."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.split("/")[-2:] == ["configs", "metadata.json"] and n.count("/") <= 2]
+            return json.loads(z.read(names[0])) if len(names) == 1 else None
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
 
 
 def is_renogram_bundle(path: str) -> bool:
-    """True when ``path`` (bundle folder or name) takes NM renograms (``inputs.image.modality == "NM"``)."""
-    try:
-        root = bundle_path(path)
-    except LesionlabError:
-        return False
-    meta = os.path.join(root, "configs", "metadata.json")
-    if not os.path.isfile(meta):
-        return False
-    with open(meta) as f:
-        fmt = json.load(f).get("network_data_format", {}).get("inputs", {}).get("image", {})
+    """True when ``path`` (bundle folder, project bundle name or ``.zip`` archive) takes NM renograms
+    (``network_data_format.inputs.image.modality == "NM"`` in its ``configs/metadata.json``)."""
+    if os.path.isfile(path):
+        meta = _archive_metadata(path)
+    else:
+        try:
+            root = bundle_path(path)
+        except LesionlabError:
+            return False
+        file = os.path.join(root, "configs", "metadata.json")
+        if not os.path.isfile(file):
+            return False
+        with open(file) as f:
+            meta = json.load(f)
+    fmt = (meta or {}).get("network_data_format", {}).get("inputs", {}).get("image", {})
     return str(fmt.get("modality", "")).upper() == "NM"
 
 
@@ -55,7 +73,9 @@ def infer_renogram(bundle: str, inputs: str, output_dir: str, fmt: str = "nifti"
         bundle: bundle folder, project bundle name or exported ``.zip`` (weights from ``models/model.pt``).
         inputs: DICOM NM file, folder of DICOM frames, or a folder tree of studies.
         output_dir: output folder (created).
-        fmt: ``"nifti"`` (PNG + NIfTI label images) or ``"png"``; DICOM SEG is not written for NM renograms.
+        fmt: ``"nifti"`` (PNG + NIfTI label images), ``"png"``, or ``"dicom-seg"`` (PNG + NIfTI + one DICOM SEG per
+            fused frame, :func:`lesionlab.data.nm_dicom.write_renogram_seg`; a study whose source cannot carry a SEG
+            keeps its PNG / NIfTI files and is reported failed with the reason).
         device: ``cpu`` or a CUDA device.
         overrides: inference config ids to override (e.g. ``{"frames": [1]}``).
 
@@ -68,8 +88,7 @@ def infer_renogram(bundle: str, inputs: str, output_dir: str, fmt: str = "nifti"
     from lesionlab.data.renogram import find_renogram_studies
 
     if fmt not in _LABEL_FORMATS:
-        raise LesionlabError(f"format {fmt!r} is not available for NM renograms; choose from {sorted(_LABEL_FORMATS)} "
-                             "(a DICOM SEG of a multi-frame NM source is not written)")
+        raise LesionlabError(f"format {fmt!r} is not available for NM renograms; choose from {sorted(_LABEL_FORMATS)}")
     output_dir = os.path.abspath(output_dir)
     studies = find_renogram_studies(inputs)
     os.makedirs(output_dir, exist_ok=True)

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 from collections.abc import Sequence
@@ -271,8 +272,15 @@ def write_renogram_seg(
                              series_description=series_description, category=codes.SCT.AnatomicalStructure,
                              property_type=codes.SCT.Kidney, content_label="PARENCHYMA",
                              content_description="Automatic renal parenchyma segmentation")
-    for item in seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence:
-        item.ReferencedFrameNumber = frames
+    # one Source Image item per source frame (readers such as highdicom's take one frame number per item)
+    derivation = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    template = derivation.SourceImageSequence[0]
+    items = []
+    for number in frames:
+        item = copy.deepcopy(template)
+        item.ReferencedFrameNumber = number
+        items.append(item)
+    derivation.SourceImageSequence = items
     with atomic_path(out_path, suffix=".dcm") as tmp:
         seg.save_as(tmp)
     return out_path

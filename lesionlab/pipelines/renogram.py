@@ -309,28 +309,41 @@ class RenogramOutputHandler:
     ``readout``, the clinical read-out of its study (split function JSON and time-activity-curve PNG, see
     :func:`renogram_readout`). Files are named ``<study folder>_<study stem>_fused<k>``.
 
+    With ``"seg.dcm"`` among the formats, a DICOM SEG of each fused frame's mask is written too
+    (:func:`lesionlab.data.nm_dicom.write_renogram_seg`, DICOM NM multi-frame sources only). It is written last:
+    when the source cannot carry a SEG, the other files of every item are still written and the first
+    :class:`~lesionlab.errors.DataError` is raised when the run completes.
+
     Args:
         output_dir: output folder.
-        formats: label formats (``"png"``, ``"nii.gz"``).
+        formats: label formats (``"png"``, ``"nii.gz"``, ``"seg.dcm"``).
         readout: also write the split function and time-activity curves (needs the study file).
         window_s: uptake window of the split function.
+        algorithm_name: the segmentation algorithm recorded in DICOM SEGs (e.g. the bundle's name).
     """
 
     def __init__(self, output_dir: str, formats: Sequence[str] = ("png", "nii.gz"), readout: bool = True,
-                 window_s: Sequence[float] = (60.0, 120.0)) -> None:
+                 window_s: Sequence[float] = (60.0, 120.0), algorithm_name: str = "lesionlab") -> None:
         self.output_dir, self.formats, self.readout, self.window_s = output_dir, list(formats), readout, window_s
+        self.algorithm_name = algorithm_name
         self.written: list[dict] = []
+        self.seg_errors: list[DataError] = []
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda e: self.written.clear())
+        engine.add_event_handler(Events.STARTED, lambda e: (self.written.clear(), self.seg_errors.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _completed(self, engine: Engine) -> None:
-        """With a ``truth.json`` next to the studies (synthetic data), write the split-function errors."""
+        """With a ``truth.json`` next to the studies (synthetic data), write the split-function errors; then raise
+        the first DICOM SEG refusal, if any."""
         rows = [r for r in self.written if "truth_left_percent" in r]
-        if not rows:
-            return
+        if rows:
+            self._split_errors(engine, rows)
+        if self.seg_errors:
+            raise self.seg_errors[0]
+
+    def _split_errors(self, engine: Engine, rows: list[dict]) -> None:
         errors = np.abs([r["readout"] - r["truth_left_percent"] for r in rows])
         defined = errors[~np.isnan(errors)]  # an empty predicted parenchyma has no split function
         summary = {"n": len(rows), "n_undefined": int(errors.size - defined.size),
@@ -342,9 +355,11 @@ class RenogramOutputHandler:
                     summary["mae_percent_points"], len(rows))
 
     def _iteration(self, engine: Engine) -> None:
+        from lesionlab.data.nm_dicom import write_renogram_seg
         from lesionlab.data.renogram import read_renogram
 
         out = engine.state.output
+        seg = "seg.dcm" in self.formats
         for item in out if isinstance(out, list) else [out]:
             pred = item["pred"]
             meta = getattr(pred, "meta", {}) or {}
@@ -352,14 +367,25 @@ class RenogramOutputHandler:
             name = _case_name(pred, f"image_{len(self.written)}").replace("/", "_")
             base = os.path.join(self.output_dir, name)
             spacing = meta.get("pixel_spacing", (1.0, 1.0))
-            record = {"case": name, "labels": write_label_image(mask, base, spacing, self.formats)}
+            images = [f for f in self.formats if f != "seg.dcm"]
+            record = {"case": name, "labels": write_label_image(mask, base, spacing, images)}
             source = meta.get("source_file")
-            if self.readout and source:
-                study = read_renogram(str(source))
+            study = read_renogram(str(source)) if source and (self.readout or seg) else None
+            if self.readout and study is not None:
                 record["readout"] = renogram_readout(study, mask, self.output_dir, name, self.window_s)["left_percent"]
                 truth = os.path.join(os.path.dirname(str(source)), "truth.json")
                 if os.path.isfile(truth):
                     with open(truth) as f:
                         record["truth_left_percent"] = float(json.load(f)["split_left_percent"])
+            if seg:
+                try:
+                    if study is None:
+                        raise DataError(name, "no source file in the prediction's meta data: no DICOM SEG")
+                    start, dur = (float(np.ravel(meta[k])[0]) for k in ("frame_start_s", "frame_duration_s"))
+                    record["labels"].append(write_renogram_seg(mask, study, start, dur, f"{base}.seg.dcm",
+                                                               self.algorithm_name))
+                except DataError as err:  # the other outputs stay; the run fails at the end (see _completed)
+                    logger.error("%s: no DICOM SEG: %s", name, err)
+                    self.seg_errors.append(err)
             self.written.append(record)
             logger.info("%s: wrote %s", name, ", ".join(record["labels"]))
