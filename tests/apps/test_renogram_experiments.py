@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lesionlab.apps.renogram import TABLE, _markdown, _size_overrides, is_renogram_bundle
@@ -37,3 +39,18 @@ def test_table_has_paper_columns_protocol_and_p_values():
 def test_renogram_bundle_is_recognised():
     assert is_renogram_bundle("kidney_nm_renogram_parenchyma_segmentation")
     assert not is_renogram_bundle("brain_mri_dunet_stroke_segmentation")
+
+
+def test_renogram_bundle_is_recognised_in_a_zip_archive(tmp_path):
+    """An exported ``.zip`` (one top-level folder, or configs/ at the top) is dispatched to the renogram path."""
+    from lesionlab.apps.bundle import bundle_path
+    from lesionlab.apps.deploy.archive import write_zip
+
+    for name, expected in (("kidney_nm_renogram_parenchyma_segmentation", True),
+                           ("brain_mri_dunet_stroke_segmentation", False)):
+        nested, flat = str(tmp_path / f"{name}.zip"), str(tmp_path / f"{name}_flat.zip")
+        write_zip(os.path.join(bundle_path(name), "configs"), nested, f"{name}/configs")
+        write_zip(os.path.join(bundle_path(name), "configs"), flat, "configs")
+        assert is_renogram_bundle(nested) is expected and is_renogram_bundle(flat) is expected
+    (tmp_path / "not_a.zip").write_bytes(b"PK\x03\x04 broken")
+    assert not is_renogram_bundle(str(tmp_path / "not_a.zip"))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from PIL import Image
@@ -92,6 +93,32 @@ def test_infer_from_dicom_study_and_export(trained, studies, tmp_path):
     net = torch.jit.load(ts)
     x = torch.rand(1, 3, SIZE, SIZE)
     assert net(x).shape == (1, 1, SIZE, SIZE)
+
+
+def test_lesionlab_infer_dicom_seg_from_a_zip_archive(trained, studies, tmp_path):
+    """``lesionlab infer <archive.zip> --format dicom-seg``: PNG + NIfTI + a DICOM SEG on the NM study's plane whose
+    frame references the 7 source frames fused into fused frame 1 (60 x 1 s dropped, then frames 61-67 | 68-74)."""
+    import shutil
+
+    from lesionlab.apps.cli import main
+    from lesionlab.apps.deploy.archive import write_zip
+
+    archive = str(tmp_path / f"{BUNDLE}.zip")
+    write_zip(trained, archive, BUNDLE)
+    out = tmp_path / "out"
+    assert main(["infer", archive, "--input", os.path.join(studies, "study_000"), "--output", str(out),
+                 "--format", "dicom-seg", "--set", "frames=[1]"]) == 0
+    base = out / "study_000_renogram_fused1"
+    label = np.asarray(Image.open(f"{base}.png")) > 0
+    assert os.path.exists(f"{base}.nii.gz")
+    seg, src = pydicom.dcmread(f"{base}.seg.dcm"), pydicom.dcmread(os.path.join(studies, "study_000", "renogram.dcm"))
+    assert seg.FrameOfReferenceUID == src.FrameOfReferenceUID and seg.SegmentSequence[0].SegmentAlgorithmName == BUNDLE
+    refs = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence
+    assert [int(r.ReferencedFrameNumber) for r in refs] == list(range(68, 75))
+    np.testing.assert_array_equal(seg.pixel_array.astype(bool), label)
+    if shutil.which("dciodvfy"):
+        r = subprocess.run(["dciodvfy", f"{base}.seg.dcm"], capture_output=True, text=True, timeout=120)
+        assert not [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error")]
 
 
 # Measured (2-core CPU shared with other jobs, OMP_NUM_THREADS=1, about 2.3 min per run): best validation Dice after
