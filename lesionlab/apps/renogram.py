@@ -122,12 +122,6 @@ def _p(dsc: float, prec: float, rec: float, acc: float | None = None, jac: float
     return {k: v for k, v in vals.items() if v is not None}
 
 
-def _network_present(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 _Q = {"network_def#hidden_size": 64, "network_def#mlp_dim": 128, "network_def#num_layers": 4,
       "network_def#num_heads": 4, "network_def#decoder_channels": [64, 32, 16, 16]}
 
@@ -141,8 +135,7 @@ TABLE: dict[str, Any] = {
             {"network_def#channels": [8, 16, 32, 64, 128]}),
         Row("SegNet", BUNDLE, ["variants/segnet.json"], _p(0.89526, 0.94037, 0.92433),
             {"network_def#channels": [8, 16, 32, 64, 64]}),
-        Row("Deeplab-v3+", BUNDLE if _network_present("lesionlab.networks.nets.deeplabv3plus") else None,
-            ["variants/deeplabv3plus.json"], _p(0.89156, 0.92684, 0.92139),
+        Row("Deeplab-v3+", BUNDLE, ["variants/deeplabv3plus.json"], _p(0.89156, 0.92684, 0.92139),
             {"network_def#layers": [1, 1, 1, 1], "network_def#widths": [8, 16, 32, 64],
              "network_def#stem_channels": 16, "network_def#aspp_channels": 32, "network_def#low_level_channels": 16,
              "network_def#decoder_channels": 32}),
@@ -172,8 +165,7 @@ def _markdown(results: dict[str, dict], pvals: dict[str, float], epochs: int, qu
     for row in TABLE["rows"]:
         paper = " / ".join(_fmt(row.paper.get(k), 5) for k in ("dsc", "precision", "recall"))
         if row.name not in results:
-            why = "not run (network not present)" if row.bundle is None else "not run"
-            lines.append(f"| {row.name} | {why} |" + " |" * (len(cols) + 2) + f" {paper} |")
+            lines.append(f"| {row.name} | not run |" + " |" * (len(cols) + 2) + f" {paper} |")
             continue
         r = results[row.name]
         cells = []
@@ -255,7 +247,7 @@ def run_renogram_table(datalist: str, workdir: str, epochs: int = 1000, quick: b
     datalist, out = os.path.abspath(datalist), os.path.join(os.path.abspath(workdir), "table_renogram")
     if not os.path.isfile(datalist):
         raise LesionlabError(f"{datalist}: datalist not found (build one with `lesionlab synth renogram`)")
-    todo = [r for r in TABLE["rows"] if r.bundle is not None and (not rows or r.name in rows)]
+    todo = [r for r in TABLE["rows"] if not rows or r.name in rows]
     results: dict[str, dict] = {}
     previous = os.path.join(out, "table_renogram.json")
     if rows and os.path.isfile(previous):  # a partial re-run keeps the other rows of the earlier run
