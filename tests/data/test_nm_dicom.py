@@ -139,3 +139,27 @@ def test_output_handler_keeps_png_and_nifti_when_the_seg_is_refused(nm, tmp_path
     files = sorted(os.listdir(out))
     assert files == ["a_dicom_fused1.nii.gz", "a_dicom_fused1.png", "a_dicom_fused1.seg.dcm", "a_stack_fused1.nii.gz",
                      "a_stack_fused1.png"]
+
+
+def test_seg_of_the_second_detector_uses_its_plane_and_frames(tmp_path):
+    """Two interleaved detectors: the SEG of detector 2 lies on detector 2's plane and references its frames only."""
+    import copy
+
+    path = write_nm_dynamic(str(tmp_path / "two.dcm"), np.ones((6, ROWS, COLS)), [(4, 2.0), (2, 10.0)])
+    ds = pydicom.dcmread(path)
+    ds.DetectorVector, ds.NumberOfDetectors, ds.PhaseVector = [1, 2, 1, 2, 1, 2], 2, [1, 1, 1, 1, 2, 2]
+    ds.PhaseInformationSequence[0].NumberOfFramesInPhase, ds.PhaseInformationSequence[1].NumberOfFramesInPhase = 2, 1
+    second = copy.deepcopy(ds.DetectorInformationSequence[0])
+    second.ViewCodeSequence[0].CodeMeaning = "anterior"
+    second.ImageOrientationPatient, second.ImagePositionPatient = [1, 0, 0, 0, 0, -1], [0, 300, 0]
+    ds.DetectorInformationSequence.append(second)
+    ds.save_as(path)
+    study = read_renogram(path, detector=2)  # frames 2, 4, 6 starting at 0, 2, 4 s
+    out = write_renogram_seg(_mask(), study, 0.0, 4.0, str(tmp_path / "seg.dcm"))
+    seg = pydicom.dcmread(out)
+    frame = seg.PerFrameFunctionalGroupsSequence[0]
+    refs = frame.DerivationImageSequence[0].SourceImageSequence
+    assert [int(r.ReferencedFrameNumber) for r in refs] == [2, 4]
+    np.testing.assert_allclose(frame.PlanePositionSequence[0].ImagePositionPatient, [0, 300, 0])
+    orientation = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    np.testing.assert_allclose(orientation, [1, 0, 0, 0, 0, -1])

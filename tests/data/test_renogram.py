@@ -44,6 +44,7 @@ def test_phase_delay_and_two_detectors(tmp_path):
     np.testing.assert_allclose(read_renogram(path).frame_start_s, [0, 2, 9])  # detector 1: the posterior view
     study = read_renogram(path, detector=2)
     np.testing.assert_allclose(study.frame_start_s, [0, 2, 4 + 5])
+    assert list(study.frame_numbers) == [2, 4, 6] and list(read_renogram(path).frame_numbers) == [1, 3, 5]
     np.testing.assert_array_equal(study.frames, pydicom.dcmread(path).pixel_array[[1, 3, 5]])
     del ds.DetectorInformationSequence  # no view codes: two detectors are ambiguous
     ds.save_as(path)
