@@ -38,7 +38,7 @@ lint: install
 	$(VENV)/bin/ruff check lesionlab tests bench tools
 
 test: install monai14-env lint
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=25
 
 bench: install
 	$(PY) bench/bench_dunet.py
