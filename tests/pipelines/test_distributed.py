@@ -7,6 +7,8 @@ import glob
 import json
 import math
 import os
+import re
+import socket
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -15,9 +17,9 @@ import pytest
 import torch
 from monai.handlers import StatsHandler
 
-from lesionlab.apps.bundle import copy_bundle
+from lesionlab.apps.bundle import BUNDLES_DIR, copy_bundle
 from lesionlab.errors import LesionlabError
-from lesionlab.pipelines.distributed import WeightSyncCheck, rank_handlers, state_digest
+from lesionlab.pipelines.distributed import WeightSyncCheck, destroy_distributed, rank_handlers, state_digest
 from lesionlab.pipelines.handlers import HistoryHandler
 from tests.conftest import write_tiny_atlas
 
@@ -68,6 +70,80 @@ def test_weight_sync_check_raises_on_different_digests(monkeypatch):
         WeightSyncCheck(torch.nn.Linear(2, 2))(engine)
 
 
+TRAINING_BUNDLES = sorted(d for d in os.listdir(BUNDLES_DIR) if os.path.isfile(os.path.join(BUNDLES_DIR, d, "configs",
+                                                                                               "train.json")))
+DDP_SAMPLERS = ("DistributedSampler", "ignite.distributed.auto.DistributedProxySampler")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_training_bundle_has_a_multi_gpu_override():
+    assert len(TRAINING_BUNDLES) == 8, TRAINING_BUNDLES
+    missing = [b for b in TRAINING_BUNDLES
+               if not os.path.isfile(os.path.join(BUNDLES_DIR, b, "configs", "multi_gpu_train.json"))]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", TRAINING_BUNDLES)
+def test_multi_gpu_override_merges_and_resolves(name, monkeypatch):
+    """The override of every bundle, merged over its train.json: every reference exists, the model-zoo pieces are
+    there (DDP, distributed samplers, rank-0 writers, weight check before the run, process group set up and torn down),
+    no step of the single-process run is lost, and the DDP network and samplers resolve in a one-process gloo group
+    (a 1 x 1 convolution standing in for the network, a list of 10 items for the datasets, a sequential sampler for
+    the stroke bundles' slice samplers)."""
+    from monai.bundle import ConfigParser
+
+    cfg = os.path.join(BUNDLES_DIR, name, "configs")
+    single = json.load(open(os.path.join(cfg, "train.json")))
+    override = json.load(open(os.path.join(cfg, "multi_gpu_train.json")))
+    parser = ConfigParser()
+    parser.read_config([os.path.join(cfg, "train.json"), os.path.join(cfg, "multi_gpu_train.json")])
+    refs = set(re.findall(r"@([A-Za-z_][\w#]*)", json.dumps(override)))
+    assert sorted(r for r in refs if r not in parser) == []
+    assert set(single["imports"]) <= set(override["imports"])  # a merged list replaces the single-process one
+    assert parser["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    for part in ("train", "validate"):
+        sampler = parser[f"{part}#dataloader#sampler"]
+        assert parser[sampler[1:]]["_target_"] in DDP_SAMPLERS, (part, sampler)
+        assert not parser.get(f"{part}#dataloader#shuffle", False)
+    assert "rank_handlers(@train#handlers)" in parser["train#trainer#train_handlers"]
+    assert "rank_handlers(@validate#handlers)" in parser["validate#evaluator#val_handlers"]
+    run = parser["run"]
+    assert run.index("$@weight_sync_check.attach(@train#trainer)") < run.index("$@train#trainer.run()")
+    for step in single["run"]:  # kept as is, or behind a rank-0 guard
+        assert step in run or f"rank() == 0 and {step[1:]}" in " ".join(run), step
+    assert "init_distributed(@dist_backend, @device)" in parser["initialize"][0]
+    assert parser["finalize"] == ["$lesionlab.pipelines.distributed.destroy_distributed()"]
+
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    parser["network_def"] = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
+    parser["train#dataset"] = parser["validate#dataset"] = "$list(range(10))"
+    if "sampler" in single["train"] and "num_samples" not in single["train"]["sampler"]:  # the stroke slice samplers
+        parser["train#sampler"] = {"_target_": "torch.utils.data.SequentialSampler", "data_source": "@train#dataset"}
+    parser["dist_backend"] = "gloo"
+    parser.parse(True)
+    try:
+        parser.get_parsed_content("initialize")
+        net = parser.get_parsed_content("network")
+        assert isinstance(net, torch.nn.parallel.DistributedDataParallel) and net.device_ids is None  # CPU: no ids
+        assert parser.get_parsed_content("device") == torch.device("cpu")
+        val = list(parser.get_parsed_content("validate#dataloader#sampler"))
+        assert val == list(range(10))  # one rank, not shuffled, not padded
+        train = list(parser.get_parsed_content("train#dataloader#sampler"))
+        # epoch-based bundles: each of the 10 items once; the iteration-based PSPNet bundle: batch x iterations
+        per_epoch = (parser.get_parsed_content("val_interval_iterations") * parser.get_parsed_content("batch_size")
+                     if "val_interval_iterations" in parser else 10)
+        assert len(train) == per_epoch and set(train) <= set(range(10))
+    finally:
+        destroy_distributed()
+
+
 def _torchrun(root: str, data: str, *extra: str) -> subprocess.CompletedProcess:
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
@@ -106,3 +182,20 @@ def test_torchrun_two_ranks_train_then_resume(tmp_path):
     sync2 = json.load(open(os.path.join(root, "eval", "ddp_weights.json")))
     assert sync2["epoch"] == 2 and sync2["iteration"] == 2 and sync2["digests"][0] == sync2["digests"][1]
     assert sync2["digests"][0] != sync["digests"][0]
+
+
+def test_checkpoint_files_are_written_by_rank_zero_only(tmp_path, monkeypatch):
+    """Every rank runs the checkpoint handlers of a distributed trainer; only rank 0 writes or deletes a file."""
+    import lesionlab.pipelines.resume as resume
+
+    saver = resume._AtomicDiskSaver(str(tmp_path))
+    (tmp_path / "old.pt").write_bytes(b"x")
+    monkeypatch.setattr(resume.idist, "get_rank", lambda: 1)
+    saver.remove("old.pt")
+    saver({"w": torch.ones(2)}, "new.pt")
+    assert sorted(os.listdir(tmp_path)) == ["old.pt"]
+    monkeypatch.setattr(resume.idist, "get_rank", lambda: 0)
+    saver.remove("old.pt")
+    saver({"w": torch.ones(2)}, "new.pt")
+    assert sorted(os.listdir(tmp_path)) == ["new.pt"]
+    assert torch.equal(torch.load(tmp_path / "new.pt", weights_only=True)["w"], torch.ones(2))
