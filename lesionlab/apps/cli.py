@@ -248,6 +248,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from lesionlab.apps.renogram import infer_renogram, is_renogram_bundle
 
     if is_renogram_bundle(args.bundle):  # NM renograms: label images + split function per study
+        if args.distributed:
+            raise LesionlabError(f"{args.bundle}: --distributed shards volume archives (NIfTI/NRRD/MHA/DICOM); "
+                                 "segment renogram studies without it")
         s = infer_renogram(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
                            overrides=parse_overrides(args.set))
         for c in s["cases"]:

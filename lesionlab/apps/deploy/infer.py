@@ -36,7 +36,7 @@ from lesionlab.errors import LesionlabError
 from lesionlab.utils import atomic_path, atomic_write_text, remove_stale_temp_files
 
 __all__ = ["OUTPUT_FORMATS", "LOG_NAME", "BundlePredictor", "CaseSegmenter", "check_bundle_before_running",
-           "infer_bundle", "failure_reason"]
+           "clean_previous_run", "infer_bundle", "failure_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -381,8 +381,11 @@ def _log_to_file(path: str):
         handler.close()
 
 
-def _clean_previous_run(output_dir: str) -> None:
-    """Remove what a killed run left in ``output_dir``: temporary files and work folders of dead processes."""
+def clean_previous_run(output_dir: str) -> None:
+    """Remove what a killed run left in ``output_dir``: temporary files and work folders of dead processes.
+
+    Only while no other process writes there (it would delete their temporary files): a sharded run calls it on rank 0
+    before the ranks start (see :mod:`lesionlab.apps.deploy.shard`)."""
     for path in remove_stale_temp_files(output_dir):
         logger.info("removed %s, left by an interrupted run", path)
     for name in os.listdir(output_dir):
@@ -444,6 +447,9 @@ def infer_bundle(
     spacing: Sequence[float] | None = None,
     select: Callable[[list], list] | None = None,
     summary_name: str = "summary.json",
+    log_name: str = LOG_NAME,
+    work_dir: str | None = None,
+    clean: bool = True,
 ) -> dict[str, Any]:
     """Segment every case of ``inputs`` with the bundle (archive or folder) and write outputs to ``output_dir``.
 
@@ -471,6 +477,10 @@ def infer_bundle(
         select: keeps a subset of the cases found (e.g. one rank's shard, see
             :mod:`lesionlab.apps.deploy.shard`); an empty subset is not an error.
         summary_name: file name of the summary in ``output_dir``.
+        log_name: file name of the run's log (tracebacks of failed cases) in ``output_dir``.
+        work_dir: scratch folder of this process (removed at the end); default ``output_dir/.work-<pid>``.
+        clean: first remove what a killed run left in ``output_dir`` (:func:`clean_previous_run`); False when other
+            processes write to ``output_dir`` at the same time.
 
     Returns:
         the summary (also written to ``output_dir/<summary_name>``).
@@ -486,6 +496,9 @@ def infer_bundle(
     from lesionlab.pipelines.case_runner import run_cases
 
     if is_tile_input(inputs):  # 2D colour tiles (PNG/TIFF/JPEG): class maps as PNG
+        if select is not None:
+            raise LesionlabError(f"{inputs}: sharded (--distributed) inference takes volumes (NIfTI/NRRD/MHA/DICOM "
+                                 "series); run tile folders without --distributed")
         return infer_tiles(bundle, inputs, output_dir, fmt=fmt, device=device, overrides=overrides)
     _check_request(fmt, device)
     if space not in (None, "auto", "native", "mni"):
@@ -501,9 +514,10 @@ def infer_bundle(
     if select is not None:
         cases = select(cases)
     os.makedirs(output_dir, exist_ok=True)
-    _clean_previous_run(output_dir)
-    log_file = os.path.join(output_dir, LOG_NAME)
-    work = os.path.join(output_dir, f".work-{os.getpid()}")
+    if clean:
+        clean_previous_run(output_dir)
+    log_file = os.path.join(output_dir, log_name)
+    work = work_dir or os.path.join(output_dir, f".work-{os.getpid()}")
     with open_bundle(bundle) as src, _log_to_file(log_file):
         if not os.path.exists(os.path.join(src.root, "models", "model.pt")):
             raise LesionlabError(f"{src.archive or src.root}: no models/model.pt; export a trained bundle first")
