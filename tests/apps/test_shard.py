@@ -123,3 +123,23 @@ def test_torchrun_two_ranks_shard_an_archive_and_resume(tmp_path):
     assert len([json.loads(x) for x in open(os.path.join(out, "manifest.jsonl"))]) == 5
     assert {k: [x["status"] for x in v] for k, v in _rank_rows(out).items()} == {0: ["skipped"] * 3,
                                                                                  1: ["ok", "failed"]}
+
+
+def test_distributed_refuses_what_it_does_not_shard(tmp_path, capsys):
+    """Tile folders, renogram studies and classification crops are not sharded: --distributed says so instead of
+    letting every rank process every input."""
+    from PIL import Image
+
+    from lesionlab.apps.cli import main
+
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    Image.new("RGB", (8, 8)).save(tiles / "t.png")
+    for bundle, what in (("colon_he_nuclei_imbalance_segmentation", "tile folders"),
+                         ("kidney_nm_renogram_parenchyma_segmentation", "renogram studies"),
+                         ("kidney_pathology_seresnet_glomerulus_classification", "classify crops")):
+        args = ["infer", bundle, "--input", str(tiles), "--output", str(tmp_path / "out"), "--distributed"]
+        assert main(args) == 2, bundle
+        err = capsys.readouterr().err
+        assert "--distributed" in err and what in err, err
+    assert not (tmp_path / "out").exists()

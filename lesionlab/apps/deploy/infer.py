@@ -496,9 +496,6 @@ def infer_bundle(
     from lesionlab.pipelines.case_runner import run_cases
 
     if is_tile_input(inputs):  # 2D colour tiles (PNG/TIFF/JPEG): class maps as PNG
-        if select is not None:
-            raise LesionlabError(f"{inputs}: sharded (--distributed) inference takes volumes (NIfTI/NRRD/MHA/DICOM "
-                                 "series); run tile folders without --distributed")
         return infer_tiles(bundle, inputs, output_dir, fmt=fmt, device=device, overrides=overrides)
     _check_request(fmt, device)
     if space not in (None, "auto", "native", "mni"):

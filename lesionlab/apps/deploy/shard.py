@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lesionlab.apps.deploy.infer import clean_previous_run, infer_bundle
+from lesionlab.errors import LesionlabError
 from lesionlab.utils import atomic_write_text
 
 __all__ = ["infer_sharded", "merge_manifests", "shard"]
@@ -124,11 +125,18 @@ def infer_sharded(bundle: str, inputs: str, output_dir: str, device: str = "cpu"
     Returns:
         rank 0: the merged summary (``OUT/summary.json``); other ranks: their own summary
         (``OUT/.manifest/summary_rank<R>.json``).
+
+    Raises:
+        LesionlabError: for a folder of 2D tiles (not sharded); as :func:`lesionlab.apps.deploy.infer.infer_bundle`.
     """
     import torch.distributed as dist
 
+    from lesionlab.apps.deploy.tiles import is_tile_input
     from lesionlab.pipelines.distributed import destroy_distributed, init_distributed
 
+    if is_tile_input(inputs):
+        raise LesionlabError(f"{inputs}: sharded (--distributed) inference takes volumes (NIfTI/NRRD/MHA/DICOM "
+                             "series); run tile folders without --distributed")
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     output_dir = os.path.abspath(output_dir)
