@@ -184,13 +184,36 @@ def test_torchrun_two_ranks_train_then_resume(tmp_path):
     assert sync2["digests"][0] != sync["digests"][0]
 
 
-def test_checkpoint_files_are_written_by_rank_zero_only(tmp_path, monkeypatch):
-    """Every rank runs the checkpoint handlers of a distributed trainer; only rank 0 writes or deletes a file."""
+def test_checkpoint_files_are_written_by_rank_zero_only(tmp_path, monkeypatch, caplog):
+    """Every rank runs the checkpoint handlers of a distributed trainer; only rank 0 writes or deletes a file, and
+    only rank 0 logs that it saved one."""
+    import logging
+
+    from ignite.engine import Engine
+
     import lesionlab.pipelines.resume as resume
 
+    def run_saver(folder):
+        engine = Engine(lambda e, b: None)
+        resume.AtomicCheckpointSaver(str(folder), {"model": torch.nn.Linear(2, 2)}, save_final=True,
+                                     save_interval=1, final_filename="model.pt").attach(engine)
+        with caplog.at_level(logging.INFO):
+            engine.run([0, 1], max_epochs=2)
+        return sorted(os.listdir(folder)) if folder.exists() else []  # rank 1 does not even create it
+
+    monkeypatch.setattr(resume.idist, "get_rank", lambda: 1)
+    caplog.clear()
+    assert run_saver(tmp_path / "rank1") == [] and "checkpoint" not in caplog.text
+    monkeypatch.setattr(resume.idist, "get_rank", lambda: 0)
+    caplog.clear()
+    assert run_saver(tmp_path / "rank0") == ["model.pt", "model_epoch=1.pt", "model_epoch=2.pt"]
+    assert "saved final checkpoint" in caplog.text
+
+    monkeypatch.setattr(resume.idist, "get_rank", lambda: 1)  # the disk saver on its own: no delete either
+    tmp_path = tmp_path / "disk"
+    tmp_path.mkdir()
     saver = resume._AtomicDiskSaver(str(tmp_path))
     (tmp_path / "old.pt").write_bytes(b"x")
-    monkeypatch.setattr(resume.idist, "get_rank", lambda: 1)
     saver.remove("old.pt")
     saver({"w": torch.ones(2)}, "new.pt")
     assert sorted(os.listdir(tmp_path)) == ["old.pt"]
