@@ -54,6 +54,10 @@ def test_weight_sync_check_single_process(tmp_path):
     path = tmp_path / "w.json"
     digests = WeightSyncCheck(torch.nn.Linear(2, 2), str(path))(engine)
     assert json.loads(path.read_text())["digests"] == digests and len(digests) == 1
+    assert json.loads(path.read_text())["losses"] == [None]  # no output yet
+    engine.state.output = [{"loss": torch.tensor(0.25), "pred": None}, {"loss": torch.tensor(0.25)}]  # decollated
+    WeightSyncCheck(torch.nn.Linear(2, 2), str(path))(engine)
+    assert json.loads(path.read_text())["losses"] == [0.25]
 
 
 def test_weight_sync_check_raises_on_different_digests(monkeypatch):
@@ -62,7 +66,8 @@ def test_weight_sync_check_raises_on_different_digests(monkeypatch):
     monkeypatch.setattr(d.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(d.dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(d.dist, "get_rank", lambda: 0)
-    monkeypatch.setattr(d.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, "x" * 64]))
+    monkeypatch.setattr(d.dist, "all_gather_object",
+                        lambda out, obj: out.__setitem__(slice(None), [obj, ("x" * 64, 0.5)]))
 
     engine = SimpleNamespace(state=SimpleNamespace(epoch=1, iteration=3))
 
@@ -169,6 +174,7 @@ def test_torchrun_two_ranks_train_then_resume(tmp_path):
     # the bundle's slice sampler (2 slices x 8 volumes = 16 stacks) shared out over 2 ranks: 8 each, one batch of 16
     assert sync["iteration"] == 1
     assert sync["digests"][0] == sync["digests"][1]
+    assert len(sync["losses"]) == 2 and all(math.isfinite(x) for x in sync["losses"])  # each rank's last batch
     final = os.path.join(root, "models", "model.pt")
     assert state_digest(torch.load(final, map_location="cpu", weights_only=True)) == sync["digests"][0]
     history = json.load(open(os.path.join(root, "eval", "history.json")))["epochs"]  # rank 0's mean loss
