@@ -509,8 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
     inf.add_argument("--distributed", action="store_true",
-                     help="under torchrun: each process segments its share of the cases; reruns skip finished cases "
-                          "(OUT/manifest.jsonl)")
+                     help="under torchrun: each process segments its share of the volumes; a rerun skips the cases "
+                          "whose output and report exist; per-case status in OUT/manifest.jsonl")
     inf.add_argument("--space", choices=["auto", "native", "mni"],
                      help="native: register every input to MNI152; mni: inputs are already registered; auto (the "
                           "bundle's default): register unless the input is on the model grid")

@@ -183,7 +183,7 @@ class WeightSyncCheck:
                 "digests": digests, "losses": [loss for _, loss in gathered]}, indent=2))
         if len(set(digests)) != 1:
             raise LesionlabError(f"the ranks' weights differ after iteration {engine.state.iteration}: {digests}")
-        logger.info("weights identical on all %d ranks (sha256 %s)", len(digests), mine[:12])
+        logger.info("weights identical on all %d ranks (sha256 %s)", len(digests), mine[0][:12])
         return digests
 
 

@@ -264,6 +264,7 @@ def test_torchrun_two_ranks_classification_bundle(tmp_path):
     assert sync["digests"][0] == sync["digests"][1] and all(math.isfinite(x) for x in sync["losses"])
     assert state_digest(torch.load(os.path.join(root, "models", "model.pt"), weights_only=True)) == sync["digests"][0]
     assert sorted(os.listdir(os.path.join(root, "models", "stain_targets"))) == ["HE.png", "PAS.png"]  # rank 0 copied
-    assert sorted(out) == [0, 1] and all("weights identical on all 2 ranks" in t for t in out.values())
+    assert sorted(out) == [0, 1]
+    assert all(f"weights identical on all 2 ranks (sha256 {sync['digests'][0][:12]})" in t for t in out.values())
     assert "Epoch[1] Metrics" in out[0] and "Metrics" not in out[1]  # rank 0 logs, rank 1 computes silently
     assert "saved final checkpoint" in out[0] and "checkpoint" not in out[1]
