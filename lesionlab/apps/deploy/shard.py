@@ -9,10 +9,11 @@
   output and then ``<case>_report.json`` written atomically, a failing case recorded, not fatal; its scratch folder
   ``OUT/.manifest/work-rank<R>`` and log ``OUT/.manifest/rank<R>.log`` are its own (no two processes share a file,
   also across machines on a shared file system);
-* each rank appends one JSON line per case to ``OUT/.manifest/rank<R>.jsonl`` (``case``, ``input``, ``status``
-  ``ok``/``skipped``/``failed``, ``error``, ``output``, ``seconds``, ``rank``); after a barrier rank 0 merges the
-  rank files into ``OUT/manifest.jsonl`` (a case's line of this run replaces that of an earlier run) and
-  ``OUT/summary.json``; the rank files of an earlier run are folded into ``manifest.jsonl`` before a run starts;
+* as soon as a case is done or failed, its rank appends its line to ``OUT/.manifest/rank<R>.jsonl`` (``case``,
+  ``input``, ``status`` ``ok``/``skipped``/``failed``, ``error``, ``output``, ``seconds``, ``lesion_volume_ml``,
+  ``rank``); after a barrier rank 0 merges the rank files into ``OUT/manifest.jsonl`` (a case's line of this run
+  replaces that of an earlier run) and ``OUT/summary.json``; the rank files of an earlier (possibly killed) run are
+  folded into ``manifest.jsonl`` before a run starts;
 * a rerun (any number of ranks, any number of machines) resumes: a case whose output and report exist for the same
   bundle version and format is skipped (``status == "skipped"``; the report is written last, so a run killed in the
   middle of a case redoes that case only); failed and missing cases are segmented again.
@@ -94,11 +95,10 @@ def _fold_rank_manifests(output_dir: str) -> None:
             os.remove(f)
 
 
-def _append(path: str, rows: list[Mapping[str, Any]]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def _append(path: str, row: Mapping[str, Any]) -> None:
+    """Append one line and flush it to disk (a kill leaves at most one cut line, which the readers skip)."""
     with open(path, "a") as f:
-        for r in rows:
-            f.write(json.dumps(dict(r)) + "\n")
+        f.write(json.dumps(dict(row)) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -160,13 +160,12 @@ def infer_sharded(bundle: str, inputs: str, output_dir: str, device: str = "cpu"
         return mine
 
     os.makedirs(manifest_dir, exist_ok=True)
+    rank_file = os.path.join(manifest_dir, f"rank{rank}.jsonl")
     summary = infer_bundle(bundle, inputs, output_dir, device=device, select=select, clean=False,
                            summary_name=os.path.join(MANIFEST_DIR, f"summary_rank{rank}.json"),
                            log_name=os.path.join(MANIFEST_DIR, f"rank{rank}.log"),
-                           work_dir=os.path.join(manifest_dir, f"work-rank{rank}"), **kwargs)
-    _append(os.path.join(manifest_dir, f"rank{rank}.jsonl"),
-            [{**{k: c.get(k) for k in ("case", "input", "status", "error", "output", "seconds", "lesion_volume_ml")},
-              "rank": rank} for c in summary["cases"]])
+                           work_dir=os.path.join(manifest_dir, f"work-rank{rank}"),
+                           on_case=lambda row: _append(rank_file, {**row, "rank": rank}), **kwargs)
     _barrier()
     if rank == 0:
         summary = merge_manifests(output_dir)
