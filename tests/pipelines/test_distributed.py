@@ -123,6 +123,9 @@ def test_multi_gpu_override_merges_and_resolves(name, monkeypatch):
         assert step in run or f"rank() == 0 and {step[1:]}" in " ".join(run), step
     assert "init_distributed(@dist_backend, @device)" in parser["initialize"][0]
     assert parser["finalize"] == ["$lesionlab.pipelines.distributed.destroy_distributed()"]
+    # training overrides (variants, ablations, the binary stage) merge before it without a shared key
+    for f in glob.glob(os.path.join(cfg, "*", "*.json")) + glob.glob(os.path.join(cfg, "binary.json")):
+        assert set(json.load(open(f))) & set(override) == set(), f
 
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": str(_free_port())}.items():
