@@ -164,7 +164,7 @@ def _torchrun(root: str, data: str, *extra: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_train_then_resume(tmp_path):
-    """One epoch on 2 gloo ranks, then a resumed second epoch; ~135 s on 2 cores at load average ~25 (mostly the
+    """One epoch on 2 gloo ranks, then a resumed second epoch; 65-105 s on 2 cores at load average ~8 (mostly the
     start-up of two torchrun launches)."""
     data = write_tiny_atlas(str(tmp_path / "data"), n=10)  # 8 training volumes (4 per rank), 2 validation
     root = copy_bundle(BUNDLE, str(tmp_path / BUNDLE))
