@@ -248,6 +248,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from lesionlab.apps.renogram import infer_renogram, is_renogram_bundle
 
     if is_renogram_bundle(args.bundle):  # NM renograms: label images + split function per study
+        if args.distributed:
+            raise LesionlabError(f"{args.bundle}: --distributed shards volume archives (NIfTI/NRRD/MHA/DICOM); "
+                                 "segment renogram studies without it")
         s = infer_renogram(args.bundle, args.input, args.output, fmt=args.format, device=args.device,
                            overrides=parse_overrides(args.set))
         for c in s["cases"]:
@@ -507,8 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--series-uid", help="SeriesInstanceUID to read when a DICOM folder holds several series")
     inf.add_argument("--set", action="append", metavar="ID=VALUE", help="override an inference config id")
     inf.add_argument("--distributed", action="store_true",
-                     help="under torchrun: each process segments its share of the cases; reruns skip finished cases "
-                          "(OUT/manifest.jsonl)")
+                     help="under torchrun: each process segments its share of the volumes; a rerun skips the cases "
+                          "whose output and report exist; per-case status in OUT/manifest.jsonl")
     inf.add_argument("--space", choices=["auto", "native", "mni"],
                      help="native: register every input to MNI152; mni: inputs are already registered; auto (the "
                           "bundle's default): register unless the input is on the model grid")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from lesionlab.errors import LesionlabError
+
 __all__ = ["add_synth_parser", "add_datalist_parser", "add_experiments_parser", "infer_classification"]
 
 
@@ -66,6 +68,9 @@ def infer_classification(args: argparse.Namespace, overrides: dict) -> int | Non
     with open_bundle(args.bundle) as src:
         if not is_classification_bundle(src.root):
             return None
+    if getattr(args, "distributed", False):
+        raise LesionlabError(f"{args.bundle}: --distributed shards volume archives of segmentation bundles; classify "
+                             "crops without it")
     out = args.output if args.output.lower().endswith(".csv") else os.path.join(args.output, "predictions.csv")
     s = classify_folder(args.bundle, args.input, out, device=args.device, overrides=overrides)
     for r in s["rows"]:

@@ -101,6 +101,7 @@ def run_cases(
     fn: Callable[[Any], Any],
     log: logging.Logger = logger,
     name: Callable[[Any], str] = case_name,
+    on_done: Callable[[Any, CaseFailure | None], None] | None = None,
 ) -> CaseReport:
     """Call ``fn(case)`` for every case; a case that raises is logged and recorded, and the loop continues.
 
@@ -114,6 +115,8 @@ def run_cases(
         fn: the work for one case; its return value is ignored.
         log: logger for progress and failures. Defaults to this module's logger.
         name: how a case is named in the log and the report. Defaults to :func:`case_name`.
+        on_done: called after every case with the case and its :class:`CaseFailure` (None when it succeeded), e.g. to
+            record progress as it happens.
 
     Returns:
         A :class:`CaseReport`; its ``exit_code`` is 1 when any case failed.
@@ -132,9 +135,13 @@ def run_cases(
             log.error("case %d/%d %s failed: %s", i, len(cases), label, reason)
             if not isinstance(err, LesionlabError):
                 log.debug("traceback of %s", label, exc_info=True)
+            if on_done is not None:
+                on_done(case, report.failed[-1])
             continue
         report.ok.append(label)
         log.info("case %d/%d %s done", i, len(cases), label)
+        if on_done is not None:
+            on_done(case, None)
     report.seconds = time.time() - t0
     if not cases:
         log.warning("no cases to process")

@@ -12,7 +12,7 @@ ranks by MONAI's metric handlers); this module holds the few pieces a JSON confi
   :mod:`lesionlab.pipelines.resume`), validation stays (its metric is a collective operation);
 * :class:`WeightSyncCheck` -- at the end of training every rank hashes its weights, the hashes are gathered and
   compared: DDP keeps replicas identical, so a difference means a desynchronised run and raises; rank 0 writes the
-  hashes to a JSON file;
+  hashes and every rank's loss of its last iteration to a JSON file;
 * :func:`state_digest` -- the SHA-256 of a ``state_dict`` (also used to compare a checkpoint file with a rank).
 """
 
@@ -150,10 +150,10 @@ def state_digest(state: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
 class WeightSyncCheck:
     """Check at the end of training (and optionally every ``every_epochs`` epochs) that all ranks hold the same weights.
 
-    Every rank hashes its network (:func:`state_digest`), the hashes are gathered (``all_gather_object``); rank 0
-    writes ``{"world_size", "epoch", "iteration", "digests": [...]}`` to ``path`` (atomically) and every rank raises a
-    :class:`~lesionlab.errors.LesionlabError` when the hashes differ. Without a process group it records the single
-    rank's hash.
+    Every rank hashes its network (:func:`state_digest`), the hashes and the ranks' last-iteration losses are gathered
+    (``all_gather_object``); rank 0 writes ``{"world_size", "epoch", "iteration", "digests": [...], "losses": [...]}``
+    to ``path`` (atomically) and every rank raises a :class:`~lesionlab.errors.LesionlabError` when the hashes differ.
+    Without a process group it records the single rank's hash and loss.
 
     Args:
         network: the (DDP-wrapped) network.
@@ -170,17 +170,27 @@ class WeightSyncCheck:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_epochs), self)
 
     def __call__(self, engine: Engine) -> list[str]:
-        mine = state_digest(self.network)
-        digests: list[Any] = [mine]
+        mine = (state_digest(self.network), _last_loss(engine))
+        gathered: list[Any] = [mine]
         if dist.is_available() and dist.is_initialized():
-            digests = [None] * dist.get_world_size()
-            dist.all_gather_object(digests, mine)
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, mine)
+        digests = [d for d, _ in gathered]
         if self.path and rank() == 0:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             atomic_write_text(self.path, json.dumps({
                 "world_size": len(digests), "epoch": engine.state.epoch, "iteration": engine.state.iteration,
-                "digests": digests}, indent=2))
+                "digests": digests, "losses": [loss for _, loss in gathered]}, indent=2))
         if len(set(digests)) != 1:
             raise LesionlabError(f"the ranks' weights differ after iteration {engine.state.iteration}: {digests}")
-        logger.info("weights identical on all %d ranks (sha256 %s)", len(digests), mine[:12])
+        logger.info("weights identical on all %d ranks (sha256 %s)", len(digests), mine[0][:12])
         return digests
+
+
+def _last_loss(engine: Engine) -> float | None:
+    """The loss of the engine's last iteration on this rank (MONAI trainers' ``output[i]["loss"]``), else None."""
+    out = getattr(engine.state, "output", None)
+    if isinstance(out, (list, tuple)) and out and isinstance(out[0], Mapping):
+        out = out[0]
+    loss = out.get("loss") if isinstance(out, Mapping) else None
+    return float(loss) if isinstance(loss, (torch.Tensor, float, int)) else None  # NaN/inf kept: json writes them

@@ -121,6 +121,13 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 old = ckpt.save_handler
                 ckpt.save_handler = _AtomicDiskSaver(old.dirname, getattr(old, "filename", None))
 
+    def attach(self, engine: Engine) -> None:
+        """As MONAI's; on ranks other than 0 (which write nothing) the "saved checkpoint" lines are not logged."""
+        super().attach(engine)
+        if idist.get_rank() != 0:
+            self.logger = logging.getLogger(f"{__name__}.rank{idist.get_rank()}")
+            self.logger.setLevel(logging.WARNING)
+
     def interval_completed(self, engine: Engine) -> None:
         """Save the interval checkpoint, except at epoch ends when ``skip_epoch_ends`` (iteration level)."""
         length = engine.state.epoch_length

@@ -52,6 +52,19 @@ def test_data_error_inside_monai_transform_is_unwrapped():
     assert report.failed[0].reason == "/data/x.nii.gz: NaN or infinite voxel values (3 of 8 voxels)"
 
 
+def test_on_done_reports_each_case_as_it_finishes():
+    seen = []
+
+    def fn(c):
+        seen.append(("run", c))
+        if c == 2:
+            raise DataError(f"/d/{c}.nii", "empty file")
+
+    run_cases([1, 2, 3], fn, on_done=lambda c, f: seen.append(("done", c, f and f.reason)))
+    assert seen == [("run", 1), ("done", 1, None), ("run", 2), ("done", 2, "/d/2.nii: empty file"), ("run", 3),
+                    ("done", 3, None)]
+
+
 def test_all_ok_and_empty():
     assert run_cases([1, 2], lambda c: None).exit_code == 0
     empty = run_cases([], lambda c: None)

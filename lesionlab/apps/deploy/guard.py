@@ -78,7 +78,8 @@ ALLOWED_CHAINS = frozenset({
     # distributed training (multi_gpu_train.json)
     "lesionlab.pipelines.distributed.local_device", "lesionlab.pipelines.distributed.ddp_device_ids",
     "lesionlab.pipelines.distributed.rank_handlers", "lesionlab.pipelines.distributed.init_distributed",
-    "lesionlab.pipelines.distributed.destroy_distributed",
+    "lesionlab.pipelines.distributed.destroy_distributed", "lesionlab.pipelines.distributed.rank",
+    "lesionlab.pipelines.distributed.world_size",
 })
 #: methods an expression may call on a config reference (``@evaluator.run()``, ``@network_def.to(@device)``...)
 ALLOWED_REF_METHODS = frozenset({"run", "to", "parameters", "attach", "eval", "split", "set_trainer"})

@@ -36,7 +36,7 @@ from lesionlab.errors import LesionlabError
 from lesionlab.utils import atomic_path, atomic_write_text, remove_stale_temp_files
 
 __all__ = ["OUTPUT_FORMATS", "LOG_NAME", "BundlePredictor", "CaseSegmenter", "check_bundle_before_running",
-           "infer_bundle", "failure_reason"]
+           "clean_previous_run", "infer_bundle", "failure_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -381,8 +381,11 @@ def _log_to_file(path: str):
         handler.close()
 
 
-def _clean_previous_run(output_dir: str) -> None:
-    """Remove what a killed run left in ``output_dir``: temporary files and work folders of dead processes."""
+def clean_previous_run(output_dir: str) -> None:
+    """Remove what a killed run left in ``output_dir``: temporary files and work folders of dead processes.
+
+    Only while no other process writes there (it would delete their temporary files): a sharded run calls it on rank 0
+    before the ranks start (see :mod:`lesionlab.apps.deploy.shard`)."""
     for path in remove_stale_temp_files(output_dir):
         logger.info("removed %s, left by an interrupted run", path)
     for name in os.listdir(output_dir):
@@ -404,10 +407,17 @@ def _status(case_id: str, reasons: Mapping[str, str], skipped: list[str]) -> str
     return "failed" if case_id in reasons else "skipped" if case_id in skipped else "ok"
 
 
+def _case_row(case, reasons: Mapping[str, str], segmenter: CaseSegmenter) -> dict[str, Any]:
+    """A case's line in the summary: status, the reason of a failure, output and lesion volume from its report."""
+    report = segmenter.reports.get(case.case_id, {})
+    return {"case": case.case_id, "input": case.path, "status": _status(case.case_id, reasons, segmenter.skipped),
+            "error": reasons.get(case.case_id), "seconds": round(segmenter.seconds.get(case.case_id, 0.0), 2),
+            "output": report.get("output"), "lesion_volume_ml": report.get("lesion_volume_ml")}
+
+
 def _summary(src: BundleSource, metadata: Mapping, cases: list, batch, segmenter: CaseSegmenter, fmt: str,
              device: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     reasons = {f.case: f.reason for f in batch.failed}
-    reports, seconds = segmenter.reports, segmenter.seconds
     return {
         "bundle": src.name,
         "bundle_version": metadata.get("version"),
@@ -423,10 +433,7 @@ def _summary(src: BundleSource, metadata: Mapping, cases: list, batch, segmenter
         "log": segmenter.log_file,
         "exit_code": batch.exit_code,
         "seconds": round(batch.seconds, 2),
-        "cases": [{"case": c.case_id, "input": c.path, "status": _status(c.case_id, reasons, segmenter.skipped),
-                   "error": reasons.get(c.case_id), "seconds": round(seconds.get(c.case_id, 0.0), 2),
-                   "output": reports.get(c.case_id, {}).get("output"),
-                   "lesion_volume_ml": reports.get(c.case_id, {}).get("lesion_volume_ml")} for c in cases],
+        "cases": [_case_row(c, reasons, segmenter) for c in cases],
     }
 
 
@@ -444,6 +451,10 @@ def infer_bundle(
     spacing: Sequence[float] | None = None,
     select: Callable[[list], list] | None = None,
     summary_name: str = "summary.json",
+    log_name: str = LOG_NAME,
+    work_dir: str | None = None,
+    clean: bool = True,
+    on_case: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Segment every case of ``inputs`` with the bundle (archive or folder) and write outputs to ``output_dir``.
 
@@ -471,6 +482,11 @@ def infer_bundle(
         select: keeps a subset of the cases found (e.g. one rank's shard, see
             :mod:`lesionlab.apps.deploy.shard`); an empty subset is not an error.
         summary_name: file name of the summary in ``output_dir``.
+        log_name: file name of the run's log (tracebacks of failed cases) in ``output_dir``.
+        work_dir: scratch folder of this process (removed at the end); default ``output_dir/.work-<pid>``.
+        clean: first remove what a killed run left in ``output_dir`` (:func:`clean_previous_run`); False when other
+            processes write to ``output_dir`` at the same time.
+        on_case: called after every case with its line of the summary (as soon as the case is done or failed).
 
     Returns:
         the summary (also written to ``output_dir/<summary_name>``).
@@ -501,9 +517,10 @@ def infer_bundle(
     if select is not None:
         cases = select(cases)
     os.makedirs(output_dir, exist_ok=True)
-    _clean_previous_run(output_dir)
-    log_file = os.path.join(output_dir, LOG_NAME)
-    work = os.path.join(output_dir, f".work-{os.getpid()}")
+    if clean:
+        clean_previous_run(output_dir)
+    log_file = os.path.join(output_dir, log_name)
+    work = work_dir or os.path.join(output_dir, f".work-{os.getpid()}")
     with open_bundle(bundle) as src, _log_to_file(log_file):
         if not os.path.exists(os.path.join(src.root, "models", "model.pt")):
             raise LesionlabError(f"{src.archive or src.root}: no models/model.pt; export a trained bundle first")
@@ -514,7 +531,11 @@ def infer_bundle(
             with BundlePredictor(src.root, torch.device(device), overrides, scratch) as predictor:
                 segmenter = CaseSegmenter(src, predictor, metadata, fmt, output_dir, work, spacing, overwrite)
                 segmenter.log_file = log_file
-                batch = run_cases(cases, segmenter, log=logger, name=lambda c: c.case_id)
+                def done(case, failure) -> None:
+                    if on_case is not None:
+                        on_case(_case_row(case, {case.case_id: failure.reason} if failure else {}, segmenter))
+
+                batch = run_cases(cases, segmenter, log=logger, name=lambda c: c.case_id, on_done=done)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         summary = _summary(src, metadata, cases, batch, segmenter, fmt, device, overrides)
