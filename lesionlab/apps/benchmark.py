@@ -30,8 +30,9 @@ upper bound after the first phase; ``results["memory_method"]`` says which was u
 
 Timings: median of the runs after one warm-up run, with at least one and at most ``repeats`` timed runs, stopping
 once ``min_seconds`` of timed runs have accumulated; a warm-up run longer than 5 s is kept as the first timed run
-(UNet 3+ and U-Net++ at 256 x 256 take tens of seconds per training step on two cores). Timings depend on the machine and its load: the results
-record ``os.getloadavg()`` before and after the run; figures measured on a loaded machine are pessimistic.
+(UNet 3+ and U-Net++ at 256 x 256 take tens of seconds per training step on two cores). Timings depend on the
+machine and its load: the results record ``os.getloadavg()`` before and after the run; figures measured on a loaded
+machine are pessimistic.
 """
 
 from __future__ import annotations
