@@ -86,6 +86,7 @@ class BenchNet:
         quick_build: builds a reduced-width network for ``--quick``.
         quick_shape: the ``--quick`` input.
         conv: a convolutional network (the training-peak goal applies).
+        resizable: the input size may be reduced under ``max_train_gflop`` (not for a fixed position embedding).
     """
 
     name: str
@@ -95,6 +96,7 @@ class BenchNet:
     quick_build: Callable[[], nn.Module]
     quick_shape: tuple[int, ...]
     conv: bool = True
+    resizable: bool = True
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ NETWORKS: list[BenchNet] = [
     BenchNet("TransformerEncoderUNet", "kidney_nm_renogram_parenchyma_segmentation (384^2, 128-pixel patches)",
              lambda: _nets().TransformerEncoderUNet(2, 3, 1, img_size=384, patch_size=128), (1, 3, 384, 384),
              lambda: _nets().TransformerEncoderUNet(2, 3, 1, img_size=32, patch_size=16, decoder_channels=(8, 8, 8, 8),
-                                                    **_VIT_SMALL), (2, 3, 32, 32), conv=False),
+                                                    **_VIT_SMALL), (2, 3, 32, 32), conv=False, resizable=False),
     BenchNet("FCN", "kidney_nm_renogram_parenchyma_segmentation variants/fcn (VGG-16, 384^2)",
              lambda: _nets().FCN(2, 3, 1), (1, 3, 384, 384),
              lambda: _nets().FCN(2, 3, 1, channels=(4, 8, 8, 16, 16), fc_channels=16), (2, 3, 32, 32)),
@@ -384,14 +386,24 @@ def _measure(model: nn.Module, x: torch.Tensor, flops_fwd: int, flops_train: int
 
 
 def bench_network(build: Callable[[], nn.Module], shape: Sequence[int], peak: float, repeats: int,
-                  min_seconds: float, compile_: bool = False) -> dict[str, Any]:
-    """One network: FLOPs, then contiguous, channels_last (and ``torch.compile``) timings and memory."""
+                  min_seconds: float, compile_: bool = False, max_train_gflop: float | None = None,
+                  resizable: bool = True) -> dict[str, Any]:
+    """One network: FLOPs, then contiguous, channels_last (and ``torch.compile``) timings and memory.
+
+    ``max_train_gflop``: when a training step at ``shape`` counts more GFLOPs, the spatial size is halved (down to
+    64) until it does not (``resizable`` networks only); ``paper_input_shape`` keeps the size asked for."""
     torch.manual_seed(0)
     model = build()
-    res: dict[str, Any] = {"input_shape": list(shape), "batch": shape[0],
+    paper = list(shape)
+    flops_train = count_flops(model, shape, train=True)
+    while (resizable and max_train_gflop and flops_train > max_train_gflop * 1e9
+           and min(shape[2:]) >= 128 and all(s % 64 == 0 for s in shape[2:])):
+        shape = (*shape[:2], *(s // 2 for s in shape[2:]))
+        flops_train = count_flops(model, shape, train=True)
+    res: dict[str, Any] = {"input_shape": list(shape), "paper_input_shape": paper, "batch": shape[0],
                            "parameters": sum(p.numel() for p in model.parameters()),
                            "flops_forward": count_flops(model, shape, train=False),
-                           "flops_train": count_flops(model, shape, train=True), "formats": {}}
+                           "flops_train": flops_train, "formats": {}}
     x = torch.randn(*shape)
     args = (res["flops_forward"], res["flops_train"], peak, repeats, min_seconds)
     res["formats"]["contiguous"] = _measure(model, x, *args)
@@ -601,8 +613,11 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         b = r["formats"][r["best_format"]]
         cont, cl = r["formats"]["contiguous"], r["formats"]["channels_last"]
+        reduced = r["input_shape"][2:] != r["paper_input_shape"][2:]
         lines.append(
-            f"| {r['name']} | {'x'.join(map(str, r['input_shape']))} | {r['flops_forward'] / r['batch'] / 1e9:.2f} "
+            f"| {r['name']} | {'x'.join(map(str, r['input_shape']))}"
+            f"{' (paper ' + 'x'.join(map(str, r['paper_input_shape'][2:])) + ')' if reduced else ''} "
+            f"| {r['flops_forward'] / r['batch'] / 1e9:.2f} "
             f"| {b['forward_s_per_sample'] * 1e3:.0f} | {b['train_s_per_sample'] * 1e3:.0f} "
             f"| {b['forward_gflops']:.1f} ({b['forward_peak_ratio']:.0%}) "
             f"| {b['train_gflops']:.1f} ({b['train_peak_ratio']:.0%}) | {b['train_peak_mib']:.0f} "
@@ -752,7 +767,8 @@ def _threads(n: int | None) -> Iterator[None]:
 def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, threads: int | None = None,
         compile_: bool = False, networks: Sequence[str] | None = None, repeats: int = 3, min_seconds: float = 2.0,
         slices: int | None = None, end_to_end: bool = True, wsi_size: Sequence[int] | None = None,
-        bench_wsi: str | os.PathLike | None = None, plot: bool = True, whole_slide: bool = True) -> dict[str, Any]:
+        bench_wsi: str | os.PathLike | None = None, plot: bool = True, whole_slide: bool = True,
+        max_train_gflop: float | None = None) -> dict[str, Any]:
     """Run the suite and write ``out`` (JSON), ``out`` with ``.md`` (markdown table) and the plots next to it.
 
     Args:
@@ -767,6 +783,8 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
         wsi_size: (height, width) of the synthetic slide (default 4096 x 4096; 1024 x 1024 in quick mode).
         bench_wsi: path of ``bench_wsi.py`` (default: the source tree's ``bench/bench_wsi.py``).
         whole_slide: run the whole-slide phases (three subprocesses).
+        max_train_gflop: run networks whose training step at the paper size counts more GFLOPs at a halved spatial
+            size (repeatedly, down to 64; the table marks them) to bound the run time on a slow or loaded machine.
         plot: write the PNG plots.
     """
     import monai
@@ -785,7 +803,8 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
                     "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "monai": monai.__version__, "threads": threads or torch.get_num_threads(), "load_before": _load(),
                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
-        "settings": {"quick": quick, "compile": compile_, "repeats": repeats, "min_seconds": min_seconds},
+        "settings": {"quick": quick, "compile": compile_, "repeats": repeats, "min_seconds": min_seconds,
+                     "max_train_gflop": max_train_gflop, "slices": slices, "threads": threads},
         "memory_method": MEMORY_METHOD if _reset_peak() else MEMORY_FALLBACK,
         "networks": [], "peers": [], "end_to_end": {},
     }
@@ -803,7 +822,7 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
             t_row = time.perf_counter()
             try:
                 row.update(bench_network(net.quick_build if quick else net.build, shape, peak, repeats, min_seconds,
-                                         compile_))
+                                         compile_, None if quick else max_train_gflop, net.resizable))
             except Exception as err:  # noqa: BLE001 - one failing network is reported, the suite goes on
                 row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
             row["elapsed_s"] = time.perf_counter() - t_row
@@ -866,12 +885,12 @@ def _end_to_end(results: dict[str, Any], quick: bool, slices: int | None, wanted
         model = (net.quick_build if quick else net.build)()
         rows = [{"default": True, "sw_batch_size": 16, "grad_mode": "inference",
                      "channels_last": best.get(name) == "channels_last"}]
-        if name == "DUNet":  # the alternatives the defaults were chosen against, on a quarter of the slices
+        if name == "DUNet":  # the alternatives the defaults were chosen against, on half the slices
             rows += [{"sw_batch_size": 1, "grad_mode": "inference", "channels_last": rows[0]["channels_last"]},
                      {"sw_batch_size": 16, "grad_mode": "no_grad", "channels_last": rows[0]["channels_last"]},
                      {"sw_batch_size": 16, "grad_mode": "inference", "channels_last": not rows[0]["channels_last"]}]
         for k, opts in enumerate(rows):
-            d = depth if k == 0 else max(8, depth // 4)
+            d = depth if k == 0 else max(4, depth // 2)
             r = slice25d_volume(model, size, d, opts["sw_batch_size"], opts["grad_mode"], opts["channels_last"])
             r.update(network=name, default=bool(opts.get("default")),
                      seconds_per_volume=r["seconds"] / d * STROKE_DEPTH)
@@ -911,6 +930,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--min-seconds", type=float, default=2.0, help="stop timing a phase after this many seconds")
     p.add_argument("--slices", type=int, default=None, help="slices of the 2.5D volumes actually run "
                    f"(default {STROKE_DEPTH}; seconds per volume are scaled to {STROKE_DEPTH})")
+    p.add_argument("--max-train-gflop", type=float, default=None, help="halve the input size of networks whose "
+                   "training step counts more GFLOPs (bounds the run time on a slow machine; default: paper sizes)")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the volume, slide and data-loader rows")
     p.add_argument("--no-wsi", action="store_true", help="skip the whole-slide phases")
     p.add_argument("--wsi-size", type=int, nargs=2, metavar=("H", "W"), help="synthetic slide size (default 4096 4096)")
@@ -923,7 +944,7 @@ def main_from_args(args: argparse.Namespace) -> int:
     res = run(args.out, quick=args.quick, threads=args.threads, compile_=args.compile, networks=args.networks,
               repeats=args.repeats, min_seconds=args.min_seconds, slices=args.slices,
               end_to_end=not args.no_end_to_end, wsi_size=args.wsi_size, plot=not args.no_plots,
-              whole_slide=not args.no_wsi)
+              whole_slide=not args.no_wsi, max_train_gflop=args.max_train_gflop)
     print(Path(res["table"]).read_text())
     print(f"wrote {args.out}, {res['table']}" + "".join(f", {p}" for p in res["plots"]))
     return 0
