@@ -216,6 +216,27 @@ PEERS: list[Peer] = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------ device and AMP
+#: the device and mixed precision of the current run (set by :func:`run`)
+_RUN = {"device": torch.device("cpu"), "amp": False}
+
+
+def _dev() -> torch.device:
+    return _RUN["device"]  # type: ignore[return-value]
+
+
+def _sync() -> None:
+    if _dev().type == "cuda":
+        torch.cuda.synchronize(_dev())
+
+
+def _autocast() -> contextlib.AbstractContextManager:
+    """Autocast (float16 on CUDA, bfloat16 on CPU) when the run uses AMP, else nothing."""
+    if not _RUN["amp"]:
+        return contextlib.nullcontext()
+    return torch.autocast(_dev().type, dtype=torch.float16 if _dev().type == "cuda" else torch.bfloat16)
+
+
 # ---------------------------------------------------------------------------------------------------------- memory
 def _status_kib(field: str) -> int | None:
     try:
@@ -249,12 +270,21 @@ class PeakMemory:
     """Context manager: ``mib`` is the peak memory of the enclosed phase (see the module docstring)."""
 
     def __enter__(self) -> PeakMemory:
+        self.cuda = _dev().type == "cuda"
+        if self.cuda:  # device memory: torch's allocator statistics
+            torch.cuda.reset_peak_memory_stats(_dev())
+            self.start = torch.cuda.memory_allocated(_dev())
+            self.mib = 0.0
+            return self
         self.exact = _reset_peak()
         self.start = (_status_kib("VmRSS") if self.exact else None) or _maxrss_kib()
         self.mib = 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            self.mib = max(0, torch.cuda.max_memory_allocated(_dev()) - self.start) / 2**20
+            return
         end = (_status_kib("VmHWM") if self.exact else None) or _maxrss_kib()
         self.mib = max(0, end - self.start) / 1024.0
 
@@ -270,6 +300,7 @@ def _time(fn: Callable[[], Any], repeats: int, min_seconds: float) -> float:
     A warm-up run longer than :data:`LONG_RUN_S` is kept as the first timed run."""
     t0 = time.perf_counter()
     fn()
+    _sync()
     first = time.perf_counter() - t0
     times: list[float] = [first] if first > LONG_RUN_S else []
     if times and sum(times) >= min_seconds:
@@ -277,6 +308,7 @@ def _time(fn: Callable[[], Any], repeats: int, min_seconds: float) -> float:
     while len(times) < max(1, repeats):
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
         if sum(times) >= min_seconds:
             break
@@ -296,14 +328,16 @@ def _train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         for p in model.parameters():
             p.grad = None
-        _loss(model(x)).backward()
+        with _autocast():
+            loss = _loss(model(x))
+        loss.backward()
 
     return step
 
 
 def _forward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def fwd() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast():
             model(x)
 
     return fwd
@@ -352,8 +386,8 @@ def count_flops(model: nn.Module, shape: Sequence[int], train: bool) -> int:
 def peak_conv(quick: bool, repeats: int, min_seconds: float) -> dict[str, Any]:
     """GFLOP/s of a large 3x3 convolution (padding 1, no bias) in both memory formats; the faster is the peak."""
     n, c, hw = (2, 64, 32) if quick else (4, 256, 64)
-    conv = nn.Conv2d(c, c, 3, padding=1, bias=False).eval()
-    x = torch.randn(n, c, hw, hw)
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False).eval().to(_dev())
+    x = torch.randn(n, c, hw, hw, device=_dev())
     flops = conv_flops(n, c, c, (hw, hw), (3, 3))
     res: dict[str, Any] = {"input_shape": [n, c, hw, hw], "kernel": 3, "flops": flops}
     for fmt in ("contiguous", "channels_last"):
@@ -404,7 +438,8 @@ def bench_network(build: Callable[[], nn.Module], shape: Sequence[int], peak: fl
                            "parameters": sum(p.numel() for p in model.parameters()),
                            "flops_forward": count_flops(model, shape, train=False),
                            "flops_train": flops_train, "formats": {}}
-    x = torch.randn(*shape)
+    model = model.to(_dev())
+    x = torch.randn(*shape, device=_dev())
     args = (res["flops_forward"], res["flops_train"], peak, repeats, min_seconds)
     res["formats"]["contiguous"] = _measure(model, x, *args)
     fmt = _memory_format(len(shape))
@@ -440,8 +475,10 @@ def _importable(module: str) -> str | None:
 # ----------------------------------------------------------------------------------------------------- end to end
 def _timed_network(model: nn.Module, acc: dict[str, float]) -> Callable[[torch.Tensor], torch.Tensor]:
     def call(x: torch.Tensor) -> torch.Tensor:
+        _sync()
         t0 = time.perf_counter()
         y = model(x)
+        _sync()
         acc["network_s"] += time.perf_counter() - t0
         return y
 
@@ -453,15 +490,16 @@ def slice25d_volume(model: nn.Module, size: int, depth: int, sw_batch_size: int 
     """2.5D inference of one (1, 1, size, size, depth) volume through the bundles' ``Slice25DInferer``."""
     from lesionlab.pipelines.inferers import Slice25DInferer
 
-    model = to_memory_format(model.eval(), channels_last)
+    model = to_memory_format(model.eval().to(_dev()), channels_last)
     inferer = Slice25DInferer(sw_batch_size=sw_batch_size, activation="sigmoid")
-    vol = torch.rand(1, 1, size, size, depth, generator=torch.Generator().manual_seed(0))
+    vol = torch.rand(1, 1, size, size, depth, generator=torch.Generator().manual_seed(0)).to(_dev())
     acc = {"network_s": 0.0}
     ctx = torch.inference_mode() if grad_mode == "inference" else torch.no_grad()
-    with ctx:
+    with ctx, _autocast():
         inferer(vol[..., : min(depth, 2 * sw_batch_size)], model)  # warm-up
         t0 = time.perf_counter()
         inferer(vol, _timed_network(model, acc))
+        _sync()
         total = time.perf_counter() - t0
     return {"slices": depth, "sw_batch_size": sw_batch_size, "grad_mode": grad_mode, "channels_last": channels_last,
             "seconds": total, "network_s": acc["network_s"], "outside_share": 1.0 - acc["network_s"] / total}
@@ -472,14 +510,15 @@ def sliding_window_3d(model: nn.Module, shape: Sequence[int], roi: Sequence[int]
     """3D sliding-window inference (MONAI ``SlidingWindowInferer``, Gaussian blending) of one volume."""
     from monai.inferers import SlidingWindowInferer
 
-    model = model.eval()
+    model = model.eval().to(_dev())
     inferer = SlidingWindowInferer(roi_size=tuple(roi), sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian")
-    vol = torch.rand(1, 1, *shape, generator=torch.Generator().manual_seed(0))
+    vol = torch.rand(1, 1, *shape, generator=torch.Generator().manual_seed(0)).to(_dev())
     acc = {"network_s": 0.0}
-    with torch.inference_mode():
-        model(torch.rand(sw_batch_size, 1, *roi))  # warm-up
+    with torch.inference_mode(), _autocast():
+        model(torch.rand(sw_batch_size, 1, *roi, device=_dev()))  # warm-up
         t0 = time.perf_counter()
         inferer(vol, _timed_network(model, acc))
+        _sync()
         total = time.perf_counter() - t0
     return {"volume": list(shape), "roi": list(roi), "overlap": overlap, "sw_batch_size": sw_batch_size,
             "seconds": total, "network_s": acc["network_s"], "outside_share": 1.0 - acc["network_s"] / total}
@@ -597,7 +636,9 @@ def markdown(results: dict[str, Any]) -> str:
     m, pk = results["machine"], results["peak"]
     lines = [f"# Benchmark results ({'quick' if results['settings']['quick'] else 'full'} run)", "",
              f"Machine: {m['processor']} ({m['cpu_count']} CPUs), torch {m['torch']}, MONAI {m['monai']}, "
-             f"{m['threads']} threads; load average before {m['load_before']}, after {m['load_after']}; "
+             f"{m['threads']} threads, device {results['settings'].get('device', 'cpu')}"
+             f"{', AMP' if results['settings'].get('amp') else ''}; "
+             f"load average before {m['load_before']}, after {m['load_after']}; "
              f"{m['date']}; {results['settings']['elapsed_s']:.0f} s.", "",
              f"Conv peak ({'x'.join(map(str, pk['input_shape']))} 3x3 conv): contiguous "
              f"{pk['contiguous']['gflops']:.1f} GFLOP/s, channels_last {pk['channels_last']['gflops']:.1f} GFLOP/s "
@@ -768,7 +809,8 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
         compile_: bool = False, networks: Sequence[str] | None = None, repeats: int = 3, min_seconds: float = 2.0,
         slices: int | None = None, end_to_end: bool = True, wsi_size: Sequence[int] | None = None,
         bench_wsi: str | os.PathLike | None = None, plot: bool = True, whole_slide: bool = True,
-        max_train_gflop: float | None = None) -> dict[str, Any]:
+        max_train_gflop: float | None = None, device: str | torch.device = "cpu",
+        amp: bool = False) -> dict[str, Any]:
     """Run the suite and write ``out`` (JSON), ``out`` with ``.md`` (markdown table) and the plots next to it.
 
     Args:
@@ -785,11 +827,15 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
         whole_slide: run the whole-slide phases (three subprocesses).
         max_train_gflop: run networks whose training step at the paper size counts more GFLOPs at a halved spatial
             size (repeatedly, down to 64; the table marks them) to bound the run time on a slow or loaded machine.
+        device: ``"cpu"`` or ``"cuda"`` (timings synchronise the device; peak memory is then torch's device
+            allocator peak).
+        amp: run forward passes under autocast (float16 on CUDA, bfloat16 on CPU); the peak conv too.
         plot: write the PNG plots.
     """
     import monai
 
     t_start = time.perf_counter()
+    _RUN.update(device=torch.device(device), amp=bool(amp))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     wanted = set(networks) if networks else None
@@ -804,8 +850,11 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
                     "monai": monai.__version__, "threads": threads or torch.get_num_threads(), "load_before": _load(),
                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
         "settings": {"quick": quick, "compile": compile_, "repeats": repeats, "min_seconds": min_seconds,
-                     "max_train_gflop": max_train_gflop, "slices": slices, "threads": threads},
-        "memory_method": MEMORY_METHOD if _reset_peak() else MEMORY_FALLBACK,
+                     "max_train_gflop": max_train_gflop, "slices": slices, "threads": threads,
+                     "device": str(torch.device(device)), "amp": bool(amp)},
+        "memory_method": ("torch.cuda.max_memory_allocated over the phase's starting allocation"
+                          if torch.device(device).type == "cuda"
+                          else MEMORY_METHOD if _reset_peak() else MEMORY_FALLBACK),
         "networks": [], "peers": [], "end_to_end": {},
     }
     with _threads(threads):
@@ -930,6 +979,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--min-seconds", type=float, default=2.0, help="stop timing a phase after this many seconds")
     p.add_argument("--slices", type=int, default=None, help="slices of the 2.5D volumes actually run "
                    f"(default {STROKE_DEPTH}; seconds per volume are scaled to {STROKE_DEPTH})")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--amp", action="store_true", help="forward passes under autocast (float16 on CUDA)")
     p.add_argument("--max-train-gflop", type=float, default=None, help="halve the input size of networks whose "
                    "training step counts more GFLOPs (bounds the run time on a slow machine; default: paper sizes)")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the volume, slide and data-loader rows")
@@ -944,7 +995,8 @@ def main_from_args(args: argparse.Namespace) -> int:
     res = run(args.out, quick=args.quick, threads=args.threads, compile_=args.compile, networks=args.networks,
               repeats=args.repeats, min_seconds=args.min_seconds, slices=args.slices,
               end_to_end=not args.no_end_to_end, wsi_size=args.wsi_size, plot=not args.no_plots,
-              whole_slide=not args.no_wsi, max_train_gflop=args.max_train_gflop)
+              whole_slide=not args.no_wsi, max_train_gflop=args.max_train_gflop,
+              device=args.device, amp=args.amp)
     print(Path(res["table"]).read_text())
     print(f"wrote {args.out}, {res['table']}" + "".join(f", {p}" for p in res["plots"]))
     return 0
