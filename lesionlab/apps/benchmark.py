@@ -510,7 +510,7 @@ def slice25d_volume(model: nn.Module, size: int, depth: int, sw_batch_size: int 
     acc = {"network_s": 0.0}
     ctx = torch.inference_mode() if grad_mode == "inference" else torch.no_grad()
     with ctx, _autocast():
-        inferer(vol[..., : min(depth, 2 * sw_batch_size)], model)  # warm-up
+        inferer(vol[..., : min(depth, sw_batch_size)], model)  # warm-up: one network call of the timed size
         t0 = time.perf_counter()
         inferer(vol, _timed_network(model, acc))
         _sync()
