@@ -499,7 +499,7 @@ def _timed_network(model: nn.Module, acc: dict[str, float]) -> Callable[[torch.T
     return call
 
 
-def slice25d_volume(model: nn.Module, size: int, depth: int, sw_batch_size: int = 16, grad_mode: str = "inference",
+def slice25d_volume(model: nn.Module, size: int, depth: int, sw_batch_size: int = 16, grad_mode: str = "no_grad",
                     channels_last: bool = False) -> dict[str, Any]:
     """2.5D inference of one (1, 1, size, size, depth) volume through the bundles' ``Slice25DInferer``."""
     from lesionlab.pipelines.inferers import Slice25DInferer
@@ -680,14 +680,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {b['train_gflops']:.1f} ({b['train_peak_ratio']:.0%}) | {b['train_peak_mib']:.0f} "
             f"| {cont['train_s_per_sample'] / cl['train_s_per_sample']:.2f}x | {r['best_format']} |")
     if results["peers"]:
-        lines += ["", "| ours | peer | same architecture | fwd ms ours / peer | train ms ours / peer "
-                  "| ratio fwd | ratio train | note |", "|---|---|---|---:|---:|---:|---:|---|"]
+        lines += ["", "| ours | peer | same architecture | GFLOP fwd ours / peer | fwd ms ours / peer "
+                  "| train ms ours / peer | ratio fwd | ratio train | note |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---|"]
         for p in results["peers"]:
             if "error" in p:
-                lines.append(f"| {p['ours']} | {p['peer']} | {p['same_architecture']} | - | - | - | - "
+                lines.append(f"| {p['ours']} | {p['peer']} | {p['same_architecture']} | - | - | - | - | - "
                              f"| not measured: {p['error']} |")
                 continue
             lines.append(f"| {p['ours']} | {p['peer']} | {p['same_architecture']} "
+                         f"| {p['ours_flops_forward'] / 1e9:.1f} / {p['peer_flops_forward'] / 1e9:.1f} "
                          f"| {p['ours_forward_s'] * 1e3:.0f} / {p['peer_forward_s'] * 1e3:.0f} "
                          f"| {p['ours_train_s'] * 1e3:.0f} / {p['peer_train_s'] * 1e3:.0f} "
                          f"| {p['forward_ratio']:.2f} | {p['train_ratio']:.2f} | {p['note']} |")
@@ -697,7 +699,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "| s measured | s per 189-slice volume | outside the network |",
                   "|---|---:|---:|---|---|---:|---:|---:|"]
         for r in e2e["slice25d"]:
-            lines.append(f"| {r['network']}{' (default)' if r.get('default') else ''} | {r['slices']} "
+            lines.append(f"| {r['network']}{' (bundle path)' if r.get('default') else ''} | {r['slices']} "
                          f"| {r['sw_batch_size']} | {r['grad_mode']} | {r['channels_last']} | {r['seconds']:.1f} "
                          f"| {r['seconds_per_volume']:.1f} | {r['outside_share']:.1%} |")
     sw = e2e.get("sliding_window_3d")
@@ -925,7 +927,8 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
                 results["peers"].append(prow)
                 continue
             ob, pb = o["formats"][o["best_format"]], p["formats"][p["best_format"]]
-            prow.update({"peer_best_format": p["best_format"], "peer_flops_forward": p["flops_forward"],
+            prow.update({"peer_best_format": p["best_format"], "peer_flops_forward": p["flops_forward"] / o["batch"],
+                         "ours_flops_forward": o["flops_forward"] / o["batch"],
                          "ours_forward_s": ob["forward_s_per_sample"], "peer_forward_s": pb["forward_s_per_sample"],
                          "ours_train_s": ob["train_s_per_sample"], "peer_train_s": pb["train_s_per_sample"],
                          "forward_ratio": ob["forward_s_per_sample"] / pb["forward_s_per_sample"],
@@ -955,21 +958,21 @@ def _end_to_end(results: dict[str, Any], quick: bool, slices: int | None, wanted
     size = 32 if quick else 192
     depth = slices or (24 if quick else STROKE_DEPTH)
     # the bundles' inference path: batched slices (sw_batch_size 16), inference_mode, each network's best format
-    best = {r["name"]: r.get("best_format") for r in results["networks"]}
     for name in ("DUNet", "AGMRNet", "TSRLNet"):
         if wanted and name not in wanted:
             continue
         _progress(f"2.5D volume {name}")
         net = by_name[name]
         model = (net.quick_build if quick else net.build)()
-        rows = [{"default": True, "sw_batch_size": 16, "grad_mode": "inference",
-                     "channels_last": best.get(name) == "channels_last"}]
-        if name == "DUNet":  # the alternatives the defaults were chosen against, on half the slices
-            rows += [{"sw_batch_size": 1, "grad_mode": "inference", "channels_last": rows[0]["channels_last"]},
-                     {"sw_batch_size": 16, "grad_mode": "no_grad", "channels_last": rows[0]["channels_last"]},
-                     {"sw_batch_size": 16, "grad_mode": "inference", "channels_last": not rows[0]["channels_last"]}]
-        for k, opts in enumerate(rows):
-            d = depth if k == 0 else max(4, depth // 2)
+        # the bundles' path: Slice25DInferer(sw_batch_size=16) under MONAI's evaluator (eval_mode: torch.no_grad),
+        # contiguous tensors; on D-UNet also each alternative, one change at a time, on the same slices
+        rows = [{"default": True, "sw_batch_size": 16, "grad_mode": "no_grad", "channels_last": False}]
+        if name == "DUNet":
+            rows += [{"sw_batch_size": 1, "grad_mode": "no_grad", "channels_last": False},
+                     {"sw_batch_size": 16, "grad_mode": "inference", "channels_last": False},
+                     {"sw_batch_size": 16, "grad_mode": "no_grad", "channels_last": True}]
+        for opts in rows:
+            d = depth
             r = slice25d_volume(model, size, d, opts["sw_batch_size"], opts["grad_mode"], opts["channels_last"])
             r.update(network=name, default=bool(opts.get("default")),
                      seconds_per_volume=r["seconds"] / d * STROKE_DEPTH)
@@ -983,7 +986,7 @@ def _end_to_end(results: dict[str, Any], quick: bool, slices: int | None, wanted
             (16, 16, 16) if quick else (96, 96, 96))
     _progress("data loader")
     with tempfile.TemporaryDirectory(prefix="lesionlab_bench_dl_") as tmp:
-        e2e["data_loader"] = data_loader(tmp, 4 if quick else 12, (24, 24, 24) if quick else (160, 192, 160),
+        e2e["data_loader"] = data_loader(tmp, 4 if quick else 8, (24, 24, 24) if quick else (160, 192, 160),
                                          (16, 16, 16) if quick else (96, 96, 96))
     if bench_wsi is False:
         return e2e
