@@ -12,8 +12,9 @@ results (default ``bench/results.json``), a markdown table next to it (``.md``) 
   step) seconds per sample, the FLOPs of both counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix
   products and convolutions only, backward included), achieved GFLOP/s and their ratio to the peak, and the peak
   memory of each phase; in contiguous and channels_last format, and through ``torch.compile`` with ``--compile``;
-- **peers** (:data:`PEERS`): the same input through a MONAI implementation; the ratio ours / peer of the times
-  (< 1: ours is faster). segmentation-models-pytorch's PSPNet and DeepLabV3+ are measured when the package imports;
+- **peers** (:data:`PEERS`): the same input through a MONAI implementation, ours measured again right before it; the
+  ratio ours / peer of the times (< 1: ours is faster). segmentation-models-pytorch's PSPNet and DeepLabV3+ are
+  measured when the package imports;
 - **end to end**: 2.5D inference of a 189-slice volume by each stroke network through ``Slice25DInferer`` (seconds
   per volume and the share of time outside the network; batched vs per-slice calls, ``inference_mode`` vs
   ``no_grad``, channels_last vs contiguous on D-UNet), 3D sliding-window inference of one MNI-sized volume by the
@@ -920,6 +921,11 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
                 continue
             o = ours[peer.ours]
             try:
+                # ours again right before the peer: on a loaded machine the load drifts between the network rows and
+                # the peers, and only measurements taken side by side compare
+                net = next(n for n in NETWORKS if n.name == peer.ours)
+                o = bench_network(net.quick_build if quick else net.build, o["input_shape"], peak, repeats,
+                                  min_seconds, resizable=False)
                 p = bench_network(peer.quick_build if quick else peer.build, o["input_shape"], peak, repeats,
                                   min_seconds)
             except Exception as err:  # noqa: BLE001 - a peer that fails on our input is reported, not fatal
