@@ -1,5 +1,5 @@
 """The benchmark suite (``lesionlab bench`` / ``bench/run.py``): FLOP counts against hand computation, the quick run's
-results structure, the memory-format helper. No timing is asserted."""
+results structure, the peak-memory probe. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import torch.nn as nn
 
 from lesionlab.apps.benchmark import NETWORKS, PEERS, PeakMemory, conv_flops, count_flops, goals, run
 from lesionlab.networks import nets as project_nets
-from lesionlab.networks.nets import DUNet
-from lesionlab.networks.utils import to_memory_format
 
 
 def test_conv_flops_by_hand():
@@ -40,23 +38,6 @@ def test_every_project_network_is_benchmarked():
     exported = {n for n in project_nets.__all__ if isinstance(getattr(project_nets, n), type)}
     assert exported <= built, f"networks without a benchmark row: {sorted(exported - built)}"
     assert {p.ours for p in PEERS} <= {n.name for n in NETWORKS}
-
-
-def test_to_memory_format_mixed_2d_3d():
-    net = DUNet(features=(4, 8, 16, 32, 64), fusion_reduction=4).eval()
-    x = torch.randn(1, 4, 32, 32)
-    with torch.no_grad():
-        ref = net(x)
-        with pytest.raises(RuntimeError):  # why the helper exists: D-UNet mixes 2D and 3D convolutions
-            net.to(memory_format=torch.channels_last)
-        to_memory_format(net)
-        w5 = [p for p in net.parameters() if p.dim() == 5]
-        w4 = [p for p in net.parameters() if p.dim() == 4]
-        assert w5 and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in w5)
-        assert w4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in w4)
-        torch.testing.assert_close(net(x), ref, atol=1e-5, rtol=1e-4)
-        to_memory_format(net, False)
-        assert all(p.is_contiguous() for p in net.parameters())
 
 
 def test_peak_memory_sees_a_large_allocation():
