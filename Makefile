@@ -41,6 +41,7 @@ test: install monai14-env lint
 	$(PY) -m pytest tests -q --durations=25
 
 bench: install
+	$(PY) bench/run.py --threads 2
 	$(PY) bench/bench_dunet.py
 	$(PY) bench/bench_inferer.py
 

@@ -292,6 +292,12 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from lesionlab.apps.benchmark import main_from_args
+
+    return main_from_args(args)
+
+
 def _experiment_outputs(parser: argparse.ArgumentParser, quick_help: str, set_example: str = "") -> None:
     """The options every ``lesionlab experiments <paper>`` command shares: output folder, CPU mode, overrides."""
     parser.add_argument("--workdir", default="experiments", help="output folder (default: experiments)")
@@ -531,6 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", help="cpu, cuda or auto (default: auto)")
     ap.add_argument("--no-project-bundles", action="store_true", help="offer only the bundles given with --models")
     ap.set_defaults(func=_cmd_app)
+
+    from lesionlab.apps.benchmark import build_parser as bench_options
+
+    bn = sub.add_parser("bench", help="benchmark every network against the machine's conv peak and its peers "
+                        "(results JSON, markdown table, plots)")
+    bench_options(bn).set_defaults(func=_cmd_bench)
     return p
 
 

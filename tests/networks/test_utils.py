@@ -1,4 +1,4 @@
-"""FirstOutput adapter and the 2.5D baseline variants of the D-UNet bundle."""
+"""FirstOutput adapter, to_memory_format, and the 2.5D baseline variants of the D-UNet bundle."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from lesionlab.apps.bundle import bundle_path
-from lesionlab.networks.utils import FirstOutput
+from lesionlab.networks.nets import DUNet
+from lesionlab.networks.utils import FirstOutput, to_memory_format
 from tests.utils import check_backward, check_torchscript
 
 
@@ -42,3 +43,20 @@ def test_variants_build_and_keep_the_25d_contract(variant):
         y = net(torch.rand(1, 4, 64, 64))
     assert isinstance(y, torch.Tensor) and y.shape == (1, 1, 64, 64)
     assert json.load(open(os.path.join(cfg_dir, "variants", f"{variant}.json")))["_desc_"]
+
+
+def test_to_memory_format_mixed_2d_3d():
+    net = DUNet(features=(4, 8, 16, 32, 64), fusion_reduction=4).eval()
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+        with pytest.raises(RuntimeError):  # why the helper exists: D-UNet mixes 2D and 3D convolutions
+            net.to(memory_format=torch.channels_last)
+        to_memory_format(net)
+        w5 = [p for p in net.parameters() if p.dim() == 5]
+        w4 = [p for p in net.parameters() if p.dim() == 4]
+        assert w5 and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in w5)
+        assert w4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in w4)
+        torch.testing.assert_close(net(x), ref, atol=1e-5, rtol=1e-4)
+        to_memory_format(net, False)
+        assert all(p.is_contiguous() for p in net.parameters())
