@@ -57,12 +57,16 @@ def tissue_fraction(rgb: np.ndarray, step: int = 4) -> float:
     return float(tissue_mask(np.asarray(rgb)[::step, ::step]).mean())
 
 
-def write_png(path: str, array: np.ndarray) -> None:
-    """Write a uint8 array as PNG atomically (temporary file + rename)."""
+def write_png(path: str, array: np.ndarray, compress_level: int = 1) -> None:
+    """Write a uint8 array as PNG atomically (temporary file + rename).
+
+    zlib level 1 by default: on a 1024 x 1024 tissue tile it encodes about 4x faster than PIL's default 6 for files
+    about 1% larger (PNG encoding was 94% of the tiler's time at level 6; ``bench/bench_wsi.py``).
+    """
     from PIL import Image
 
     with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG", compress_level=compress_level)
 
 
 def tile_slide(
