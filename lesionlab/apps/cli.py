@@ -269,6 +269,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         if c["status"] in ("ok", "skipped"):
             done = "ok     " if c["status"] == "ok" else "skipped"
             what = (f"lesion {c['lesion_volume_ml']:.2f} mL" if "lesion_volume_ml" in c
+                    else f"{c['objects']} objects, {c['total_area_px']:.0f} px^2" if c.get("objects") is not None
                     else f"foreground {c['foreground_fraction']:.1%}" if "foreground_fraction" in c else "")
             print(f"{done} {c['case']}: {c['output']}" + (f" ({what})" if what else "")
                   + (" -- complete from a previous run (--overwrite to redo)" if c["status"] == "skipped" else ""))
@@ -497,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("infer", help="segment images or DICOM series with an archive or bundle folder")
     inf.add_argument("bundle", help="archive (.zip) or bundle folder")
     inf.add_argument("--input", required=True,
-                     help="NIfTI/NRRD/MHA file, DICOM series folder, folder of inputs or datalist JSON")
+                     help="NIfTI/NRRD/MHA file, DICOM series folder, folder of inputs or datalist JSON; PNG/TIFF "
+                     "tiles; whole slides (.svs, .ome.tif, pyramidal or large .tiff) with a whole-slide bundle")
     inf.add_argument("--output", required=True, help="output folder (one file per case + summary.json)")
     inf.add_argument("--format", choices=["nifti", "nrrd", "dicom-seg", "png"], default="nifti",
                      help="nifti (default), nrrd (3D Slicer .seg.nrrd) or dicom-seg (DICOM inputs only); NM renogram "

@@ -40,7 +40,26 @@ from lesionlab.data.slides import open_slide
 from lesionlab.errors import DataError
 from lesionlab.utils import atomic_path, atomic_write_text
 
-__all__ = ["tissue_fraction", "tissue_mask", "write_png", "tile_slide", "tile_hubmap", "split_records"]
+__all__ = ["tissue_fraction", "tissue_mask", "write_png", "tile_slide", "tile_hubmap", "split_records",
+           "check_tile_file"]
+
+
+
+def check_tile_file(path: str | os.PathLike) -> None:
+    """Decode an image tile (PNG/JPEG/TIFF) fully; a missing, truncated or non-image file is one
+    :class:`~lesionlab.errors.DataError` naming the file (MONAI's ``LoadImage`` would fall back to other readers and
+    end with a PIL error that does not name it)."""
+    from PIL import Image
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(path, "tile file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # what PIL raises for broken files
+        msg = str(err).splitlines()[0] if str(err) else ""
+        raise DataError(path, f"unreadable or truncated image tile ({type(err).__name__}: {msg})") from None
 
 
 def tissue_mask(rgb: np.ndarray, min_saturation: float = 0.08, max_dark: int = 200) -> np.ndarray:

