@@ -202,7 +202,9 @@ def _cmd_export_archive(args: argparse.Namespace) -> int:
     print(f"{args.out}: {m['bundle_name']} {m['bundle_version']}, {len(m['files'])} files + manifest.json; "
           f"TorchScript by {m['torchscript']['method']}, ONNX by the {m['onnx']['exporter']} exporter; "
           + (f"eval_metrics: mean Dice {metrics['mean_dice']} on {metrics['n_cases']} cases ({metrics['date']})"
-             if metrics else "no eval_metrics (no evaluation of these weights)")
+             if metrics and "mean_dice" in metrics else
+             f"eval_metrics: mIoU {metrics['mIoU']}, mDice {metrics['mDice']} over {metrics['n_pixels']} pixels "
+             f"({metrics['date']})" if metrics else "no eval_metrics (no evaluation of these weights)")
           + (" -- RANDOM WEIGHTS, for testing only" if m["random_weights"] else ""))
     return 0
 
@@ -476,8 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("bundle", help="bundle folder or name of a project bundle")
     ex.add_argument("--out", required=True, help="archive to write (.zip)")
     ex.add_argument("--ckpt", help="trained weights (default: the bundle's models/model.pt)")
-    ex.add_argument("--evaluation", help="metrics_summary.json of the evaluation of these weights (default: the "
-                                         "bundle's eval/metrics_summary.json when newer than the weights)")
+    ex.add_argument("--evaluation", help="metrics_summary.json or scores.json of the evaluation of these weights "
+                                         "(default: the bundle's eval/metrics_summary.json, else eval/scores.json, "
+                                         "when newer than the weights)")
     ex.add_argument("--dataset", help="name of the evaluation data set, recorded in eval_metrics")
     ex.add_argument("--random-weights", action="store_true",
                     help="export an untrained network when there are no weights (testing only; in the manifest)")
