@@ -16,10 +16,11 @@ Each phase runs in its own subprocess so that its peak resident memory (``ru_max
    The full-network whole-slide time is **extrapolated** as ``tissue patches x seconds per patch`` (reading runs in a
    background thread and overlaps with the network).
 
-Reported per phase: wall time, tiles or patches per second, peak RSS; for ``segment``: reader-thread time vs
-network time and the time the network sat idle waiting for the reader (``wait_s``: reading is the bottleneck when
-it is a large share of the loop). Figures depend on the machine and its load: the printout and the JSON record the
-load average, CPU count and thread count; quote them with the figures.
+Reported per phase: wall time, CPU time (all threads), tiles or patches per second, peak RSS; for ``segment``:
+reader-thread time vs network time and the time the network sat idle waiting for the reader (``wait_s``: reading is
+the bottleneck when it is a large share of the loop). Figures depend on the machine and its load: the printout and
+the JSON record the load average, CPU count and thread count; quote them with the figures (on a shared machine the
+CPU times are the steadier figures).
 
 Usage::
 
@@ -121,15 +122,16 @@ def _phase(args: argparse.Namespace) -> dict:
                 read_s += time.perf_counter() - tr
                 if tissue_fraction(rgb, step=8) >= 0.02:
                     patches.append(rgb)
-        tn = time.perf_counter()
+        tn, cn = time.perf_counter(), time.process_time()
         with torch.no_grad():
             for b in range(0, len(patches), 4):
                 batch = torch.from_numpy(np.stack(patches[b:b + 4])).permute(0, 3, 1, 2).float()
                 batch = F.interpolate(batch, size=(256, 256), mode="area")
                 torch.softmax(net((batch - mean) / std), 1)
-        net_s = time.perf_counter() - tn
+        net_s, net_cpu = time.perf_counter() - tn, time.process_time() - cn
         return {"seconds": time.perf_counter() - t0, "tissue_patches": len(patches),
                 "network_s": net_s, "network_s_per_patch": net_s / max(len(patches), 1),
+                "network_cpu_s_per_patch": net_cpu / max(len(patches), 1),
                 "read_s_per_patch": read_s / max(n_read, 1)}
     from lesionlab.pipelines.wsi import segment_slide
 
@@ -167,6 +169,8 @@ def main() -> None:
     if args.phase:
         result = _phase(args)
         result["peak_rss_mib"] = round(_peak_mib(), 1)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)  # all threads; wall/cpu shows the machine's load
         print("RESULT " + json.dumps(result))
         return
     import torch
@@ -213,7 +217,8 @@ def main() -> None:
         if net:
             per = net["network_s_per_patch"]
             n_tissue = seg["tissue_patches"] if seg else None
-            line = (f"  full CBAM-PSPNet: {per:.2f} s per tissue patch ({net['tissue_patches']} patches measured), "
+            line = (f"  full CBAM-PSPNet: {per:.2f} s per tissue patch, {net['network_cpu_s_per_patch']:.2f} s of CPU "
+                    f"({net['tissue_patches']} patches measured), "
                     f"read {net['read_s_per_patch']:.3f} s per patch")
             if n_tissue:
                 est = n_tissue * per
