@@ -10,7 +10,10 @@ Each phase runs in its own subprocess so that its peak resident memory (``ru_max
 3. ``segment``: streaming whole-slide inference over the **whole slide** (``lesionlab.pipelines.wsi.segment_slide``)
    writing the OME-TIFF mask, RLE and GeoJSON. ``--network small`` (default) is CBAM-PSPNet at a reduced width, so
    that the pipeline (reading, blending, outputs, memory), not the ResNet-50, is what this phase measures on a CPU;
-   ``--network full`` is the paper's size (hours for a whole slide on a CPU);
+   ``--network full`` is the paper's size (hours for a whole slide on a CPU); ``--network demo --weights
+   <demo>/kidney_pas_pspnet_cbam_glomeruli_segmentation/models/model.pt --patch 512 --network-size 128`` runs the
+   demo's trained reduced network, whose masks (and so the GeoJSON/RLE sizes) are realistic, unlike a random
+   network's;
 4. ``network``: the paper's full CBAM-PSPNet (51.3 M parameters, random weights) on the first ``--full-patches``
    tissue patches of the slide (1024 read -> 256, batch 4): seconds per patch and peak memory of the full network.
    The full-network whole-slide time is **extrapolated** as ``tissue patches x seconds per patch`` (reading runs in a
@@ -51,15 +54,24 @@ def _slide(workdir: str) -> str:
     return os.path.join(workdir, "train", "synth00000.tiff")
 
 
-def _network(kind: str):
+def _network(kind: str, weights: str | None = None):
     import torch
 
     from lesionlab.networks.nets import PSPNetCBAM
 
     torch.manual_seed(0)
-    kw = {} if kind == "full" else {"layers": (1, 1, 1, 1), "width": 8, "ppm_channels": 16, "head_channels": 32,
-                                    "aux_channels": 0}
-    return PSPNetCBAM(2, 3, 2, **kw).eval()
+    if kind == "demo":  # the demo's reduced network; with --weights, its trained state dict (realistic masks)
+        from lesionlab.apps.glomeruli import DEMO_NETWORK
+
+        kw = dict(DEMO_NETWORK)
+    else:
+        kw = {} if kind == "full" else {"layers": (1, 1, 1, 1), "width": 8, "ppm_channels": 16, "head_channels": 32,
+                                        "aux_channels": 0}
+    net = PSPNetCBAM(2, 3, 2, **kw)
+    if weights:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state.get("model", state) if "model" in state else state)
+    return net.eval()
 
 
 def _phase(args: argparse.Namespace) -> dict:
@@ -135,11 +147,12 @@ def _phase(args: argparse.Namespace) -> dict:
                 "read_s_per_patch": read_s / max(n_read, 1)}
     from lesionlab.pipelines.wsi import segment_slide
 
-    s = segment_slide(slide, _network(args.network), os.path.join(args.workdir, "pred"), batch_size=4,
-                      progress=True)
+    s = segment_slide(slide, _network(args.network, args.weights), os.path.join(args.workdir, "pred"), batch_size=4,
+                      patch=args.patch, network_size=args.network_size, progress=True)
     dt = time.perf_counter() - t0
     tm = s["timings"]
-    return {"network": args.network, "seconds": dt, "patches": s["patches"], "tissue_patches": s["tissue_patches"],
+    return {"network": args.network, "patch": args.patch, "seconds": dt, "patches": s["patches"],
+            "tissue_patches": s["tissue_patches"],
             "patches_per_s": s["patches"] / tm["patches_s"],
             "tissue_patches_per_s": s["tissue_patches"] / tm["patches_s"],
             "patch_loop_s": tm["patches_s"], "read_s": tm["read_s"], "network_s": tm["network_s"],
@@ -154,8 +167,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--height", type=int, default=30000)
     p.add_argument("--width", type=int, default=40000)
-    p.add_argument("--network", choices=("small", "full"), default="small",
+    p.add_argument("--network", choices=("small", "demo", "full"), default="small",
                    help="network of the whole-slide segment phase (default small: measures the pipeline)")
+    p.add_argument("--weights", help="state dict for the segment phase's network (e.g. the demo's models/model.pt: "
+                   "realistic masks instead of a random network's noise)")
+    p.add_argument("--network-size", type=int, default=256,
+                   help="network input side of the segment phase (default 256)")
+    p.add_argument("--patch", type=int, default=1024,
+                   help="patch side of the segment phase (default 1024; the demo's network: 512 -> 128, same scale)")
     p.add_argument("--full-patches", type=int, default=16,
                    help="tissue patches the paper-size network segments in the network phase (0 skips it)")
     p.add_argument("--tile-rows", type=int, default=0,
@@ -191,7 +210,9 @@ def main() -> None:
         for phase in phases:
             cmd = [sys.executable, __file__, "--phase", phase, "--workdir", workdir, "--height", str(args.height),
                    "--width", str(args.width), "--network", args.network, "--full-patches", str(args.full_patches),
-                   "--tile-rows", str(args.tile_rows)]
+                   "--tile-rows", str(args.tile_rows), "--network-size", str(args.network_size),
+                   "--patch", str(args.patch)]
+            cmd += ["--weights", args.weights] if args.weights else []
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
             res = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
             results[phase] = res
@@ -216,7 +237,7 @@ def main() -> None:
                   f"outputs {seg['outputs_s']:.0f} s")
         if net:
             per = net["network_s_per_patch"]
-            n_tissue = seg["tissue_patches"] if seg else None
+            n_tissue = seg["tissue_patches"] if seg and seg["patch"] == 1024 else None
             line = (f"  full CBAM-PSPNet: {per:.2f} s per tissue patch, {net['network_cpu_s_per_patch']:.2f} s of CPU "
                     f"({net['tissue_patches']} patches measured), "
                     f"read {net['read_s_per_patch']:.3f} s per patch")
