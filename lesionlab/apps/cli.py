@@ -202,7 +202,9 @@ def _cmd_export_archive(args: argparse.Namespace) -> int:
     print(f"{args.out}: {m['bundle_name']} {m['bundle_version']}, {len(m['files'])} files + manifest.json; "
           f"TorchScript by {m['torchscript']['method']}, ONNX by the {m['onnx']['exporter']} exporter; "
           + (f"eval_metrics: mean Dice {metrics['mean_dice']} on {metrics['n_cases']} cases ({metrics['date']})"
-             if metrics else "no eval_metrics (no evaluation of these weights)")
+             if metrics and "mean_dice" in metrics else
+             f"eval_metrics: mIoU {metrics['mIoU']}, mDice {metrics['mDice']} over {metrics['n_pixels']} pixels "
+             f"({metrics['date']})" if metrics else "no eval_metrics (no evaluation of these weights)")
           + (" -- RANDOM WEIGHTS, for testing only" if m["random_weights"] else ""))
     return 0
 
@@ -272,6 +274,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         if c["status"] in ("ok", "skipped"):
             done = "ok     " if c["status"] == "ok" else "skipped"
             what = (f"lesion {c['lesion_volume_ml']:.2f} mL" if "lesion_volume_ml" in c
+                    else f"{c['objects']} objects, {c['total_area_px']:.0f} px^2" if c.get("objects") is not None
                     else f"foreground {c['foreground_fraction']:.1%}" if "foreground_fraction" in c else "")
             print(f"{done} {c['case']}: {c['output']}" + (f" ({what})" if what else "")
                   + (" -- complete from a previous run (--overwrite to redo)" if c["status"] == "skipped" else ""))
@@ -484,8 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("bundle", help="bundle folder or name of a project bundle")
     ex.add_argument("--out", required=True, help="archive to write (.zip)")
     ex.add_argument("--ckpt", help="trained weights (default: the bundle's models/model.pt)")
-    ex.add_argument("--evaluation", help="metrics_summary.json of the evaluation of these weights (default: the "
-                                         "bundle's eval/metrics_summary.json when newer than the weights)")
+    ex.add_argument("--evaluation", help="metrics_summary.json or scores.json of the evaluation of these weights "
+                                         "(default: the bundle's eval/metrics_summary.json, else eval/scores.json, "
+                                         "when newer than the weights)")
     ex.add_argument("--dataset", help="name of the evaluation data set, recorded in eval_metrics")
     ex.add_argument("--random-weights", action="store_true",
                     help="export an untrained network when there are no weights (testing only; in the manifest)")
@@ -506,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("infer", help="segment images or DICOM series with an archive or bundle folder")
     inf.add_argument("bundle", help="archive (.zip) or bundle folder")
     inf.add_argument("--input", required=True,
-                     help="NIfTI/NRRD/MHA file, DICOM series folder, folder of inputs or datalist JSON")
+                     help="NIfTI/NRRD/MHA file, DICOM series folder, folder of inputs or datalist JSON; PNG/TIFF "
+                     "tiles; whole slides (.svs, .ome.tif, pyramidal or large .tiff) with a whole-slide bundle")
     inf.add_argument("--output", required=True, help="output folder (one file per case + summary.json)")
     inf.add_argument("--format", choices=["nifti", "nrrd", "dicom-seg", "png"], default="nifti",
                      help="nifti (default), nrrd (3D Slicer .seg.nrrd) or dicom-seg (DICOM inputs only); NM renogram "

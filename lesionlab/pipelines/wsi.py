@@ -18,7 +18,9 @@ resolution mask in memory:
    - ``<id>_glomeruli.geojson``: one polygon per glomerulus (QuPath ``FeatureCollection``, classification
      "Glomerulus", area in um^2 as a measurement),
    - a row ``id,predicted`` (HuBMAP submission RLE, column-major) appended to ``submission.csv``,
-   - ``<id>_summary.json``: glomerulus count, areas (px and um^2), patch counts and read/network timings.
+   - ``<id>_summary.json``: glomerulus count, areas (px and um^2), patch counts and timings: ``read_s`` (reader
+     thread), ``network_s`` (network + blending), ``wait_s`` (network idle waiting for the reader: reading is the
+     bottleneck when it is large), ``patches_s`` (the patch loop), ``total_s`` (with the outputs).
 
 Peak memory is a few patches, one accumulator row (``network_size`` x slide width / 4 floats) and the object
 labelling at 1/8 of the slide (4 bytes per 64 level-0 pixels); `bench/bench_wsi.py` measures it.
@@ -216,7 +218,7 @@ def segment_slide(
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     t_start = time.perf_counter()
-    timings = {"read_s": 0.0, "network_s": 0.0}
+    timings = {"read_s": 0.0, "network_s": 0.0, "wait_s": 0.0}
     with open_slide(slide_path) as slide:
         height, width = slide.shape
         mpp = slide.mpp
@@ -244,7 +246,9 @@ def segment_slide(
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(read_row, row_ys[0])
             for k, y in enumerate(row_ys):
+                t_wait = time.perf_counter()
                 got = pending.result()
+                timings["wait_s"] += time.perf_counter() - t_wait  # network idle, waiting for the reader
                 if k + 1 < len(row_ys):
                     pending = pool.submit(read_row, row_ys[k + 1])
                 py = y // f
@@ -278,6 +282,7 @@ def segment_slide(
     summary: dict[str, Any] = {"id": slide_id, "slide": slide_path, "shape": [height, width], "mpp": mpp,
                                "patches": len(windows), "tissue_patches": n_tissue, "patch": patch,
                                "overlap": overlap, "network_size": network_size, "threshold": threshold}
+    timings["patches_s"] = time.perf_counter() - t_start
     try:
         objects = _objects(prob, threshold, mpp)
         summary["glomeruli"] = len(objects)

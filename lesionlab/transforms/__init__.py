@@ -11,6 +11,7 @@ from .array import (
     RegisterToTemplate,
     ValidateHeader,
     ValidateRGBTile,
+    ValidateTileFile,
     ValidateVolume,
     lesion_slices,
     stack_slices,
@@ -25,6 +26,7 @@ from .dictionary import (
     Slice25Dd,
     ValidateHeaderd,
     ValidateRGBTiled,
+    ValidateTileFiled,
     ValidateVolumed,
 )
 from .renogram import (
@@ -50,6 +52,7 @@ __all__ = [
     "RegisterToTemplate",
     "ValidateHeader",
     "ValidateRGBTile",
+    "ValidateTileFile",
     "ValidateVolume",
     "lesion_slices",
     "stack_slices",
@@ -61,6 +64,7 @@ __all__ = [
     "RegisterToTemplated",
     "ValidateHeaderd",
     "ValidateRGBTiled",
+    "ValidateTileFiled",
     "Slice25Dd",
     "ValidateVolumed",
     "StainNormalize",

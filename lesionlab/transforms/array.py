@@ -26,6 +26,7 @@ __all__ = [
     "RegisterToTemplate",
     "ValidateHeader",
     "ValidateRGBTile",
+    "ValidateTileFile",
     "DEFAULT_OFFSETS",
     "stack_slices",
     "lesion_slices",
@@ -426,6 +427,20 @@ class ValidateHeader(Transform):
 
         if isinstance(path, (str, os.PathLike)):
             check_image_header(path, self.spacing)
+        return path
+
+
+class ValidateTileFile(Transform):
+    """Check that an image tile file decodes before it is loaded (put it before ``LoadImage``); the path passes
+    unchanged. A missing, truncated or non-image file raises a ``DataError`` naming it
+    (:func:`lesionlab.data.tiles.check_tile_file`). Anything that is not a path passes unchecked.
+    """
+
+    def __call__(self, path):
+        from lesionlab.data.tiles import check_tile_file
+
+        if isinstance(path, (str, os.PathLike)):
+            check_tile_file(path)
         return path
 
 

@@ -16,13 +16,15 @@ from .array import (
     RandSlice25D,
     RegisterToTemplate,
     ValidateHeader,
+    ValidateTileFile,
     ValidateVolume,
     lesion_slices,
     take_slices,
 )
 
 __all__ = ["NeighbourSliceStackd", "InPlaneCropResized", "RandSlice25Dd", "Slice25Dd", "MergeMasksd", "ValidateVolumed",
-           "RegisterToTemplated", "ValidateHeaderd", "ValidateRGBTiled"]
+           "RegisterToTemplated", "ValidateHeaderd", "ValidateRGBTiled",
+           "ValidateTileFiled"]
 
 
 class NeighbourSliceStackd(MapTransform):
@@ -263,6 +265,15 @@ class ValidateHeaderd(MapTransform):
         for key in self.key_iterator(d):
             self.check(d[key])
         return d
+
+
+class ValidateTileFiled(ValidateHeaderd):
+    """Dictionary version of :class:`ValidateTileFile`: checks that the tiles named by ``keys`` decode (put it before
+    ``LoadImaged``)."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys=allow_missing_keys)
+        self.check = ValidateTileFile()
 
 
 class ValidateRGBTiled(MapTransform):

@@ -39,6 +39,8 @@ SMALL: dict[str, dict] = {
     "brain_mri_unet3d_stroke_segmentation": {"network_def#channels": [4, 8, 8, 16, 16]},
     "brain_mri_agmrnet_stroke_segmentation": {"network_def#features": [8, 16, 16, 32, 32]},
     "brain_mri_tsrlnet_stroke_segmentation": {"network_def#features": [8, 16, 16, 32, 32]},
+    "kidney_pas_pspnet_cbam_glomeruli_segmentation": {"network_def#layers": [1, 1, 1, 1], "network_def#width": 8,
+                                                      "network_def#ppm_channels": 8, "network_def#head_channels": 16},
     "kidney_nm_renogram_parenchyma_segmentation": {"network_def#hidden_size": 32, "network_def#mlp_dim": 64,
                                                    "network_def#num_layers": 2, "network_def#num_heads": 4,
                                                    "network_def#decoder_channels": [16, 16, 8, 8]},

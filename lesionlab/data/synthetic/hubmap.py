@@ -116,8 +116,11 @@ class SyntheticKidneySlide:
         """0/1 uint8 glomerulus mask of a window (level-0 coordinates scaled by ``ds``)."""
         yy, xx = self._grid(ds, y, x, h, w)
         out = np.zeros((h, w), np.uint8)
-        for cy, cx, r in self._nearby(yy, xx):
-            out |= (((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r).astype(np.uint8)
+        ys, xs = yy[:, 0], xx[0]
+        for cy, cx, r in self._nearby(yy, xx):  # each disc only inside its bounding box (tall RLE strips)
+            i0, i1 = np.searchsorted(ys, cy - r), np.searchsorted(ys, cy + r, "right")
+            j0, j1 = np.searchsorted(xs, cx - r), np.searchsorted(xs, cx + r, "right")
+            out[i0:i1, j0:j1] |= (((yy[i0:i1] - cy) ** 2 + (xx[:, j0:j1] - cx) ** 2) <= r * r).astype(np.uint8)
         return out
 
     def render(self, ds: float, y: int, x: int, h: int, w: int) -> np.ndarray:
