@@ -200,5 +200,10 @@ def run_demo(
         print(f"  {k:17s} {v}")
     print(f"  {'summary':17s} {os.path.join(workdir, 'summary.json')}")
     print(f"TensorBoard: tensorboard --logdir {result['paths']['tensorboard']}")
+    if result["selection_val_dice"] is None:
+        # model selection found no epoch above its sanity floor: say so where the user reads the result
+        print(f"WARNING: training did not learn in {epochs} epochs (seed {seed}): no validated epoch reached the "
+              "model-selection floor, so the held-out Dice above is that of an untrained network. Try more updates "
+              "(--epochs 80) or another --seed.")
     print(MNI152_NOTICE.strip().splitlines()[0])
     return result
