@@ -228,8 +228,13 @@ def _dev() -> torch.device:
     return _RUN["device"]  # type: ignore[return-value]
 
 
+def _on_cuda() -> bool:
+    """Whether the run's configured device (``--device``) is a CUDA device."""
+    return _dev().type == "cuda"  # ok: reads the device the user configured, does not choose one
+
+
 def _sync() -> None:
-    if _dev().type == "cuda":
+    if _on_cuda():
         torch.cuda.synchronize(_dev())
 
 
@@ -237,7 +242,7 @@ def _autocast() -> contextlib.AbstractContextManager:
     """Autocast (float16 on CUDA, bfloat16 on CPU) when the run uses AMP, else nothing."""
     if not _RUN["amp"]:
         return contextlib.nullcontext()
-    return torch.autocast(_dev().type, dtype=torch.float16 if _dev().type == "cuda" else torch.bfloat16)
+    return torch.autocast(_dev().type, dtype=torch.float16 if _on_cuda() else torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------------------- memory
@@ -284,7 +289,7 @@ class PeakMemory:
     """Context manager: ``mib`` is the peak memory of the enclosed phase (see the module docstring)."""
 
     def __enter__(self) -> PeakMemory:
-        self.cuda = _dev().type == "cuda"
+        self.cuda = _on_cuda()
         if self.cuda:  # device memory: torch's allocator statistics
             torch.cuda.reset_peak_memory_stats(_dev())
             self.start = torch.cuda.memory_allocated(_dev())
