@@ -888,7 +888,7 @@ def run(out: str | os.PathLike = "bench/results.json", quick: bool = False, thre
                      "max_train_gflop": max_train_gflop, "slices": slices, "threads": threads,
                      "device": str(torch.device(device)), "amp": bool(amp)},
         "memory_method": ("torch.cuda.max_memory_allocated over the phase's starting allocation"
-                          if torch.device(device).type == "cuda"
+                          if torch.device(device).type == "cuda"  # ok: reads the --device the user gave
                           else MEMORY_METHOD if _reset_peak() else MEMORY_FALLBACK),
         "networks": [], "peers": [], "end_to_end": {},
     }
