@@ -39,7 +39,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.workdir, n_subjects=args.n, epochs=args.epochs, slices_per_volume=args.slices_per_volume,
              width="full" if args.full_width else args.width, spatial_size=args.spatial_size,
-             val_interval=args.val_interval, sampling=args.sampling, seed=args.seed)
+             val_interval=args.val_interval, sampling=args.sampling, seed=args.seed, learning_rate=args.lr,
+             lr_decay=args.lr_decay)
     return 0
 
 
@@ -320,15 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="synthesise data, train, evaluate, infer and export the D-UNet bundle on a CPU")
     d.add_argument("--workdir", default="demo_output", help="output folder (default: demo_output)")
     d.add_argument("--n", type=int, default=12, help="synthetic subjects (default: 12)")
-    d.add_argument("--epochs", type=int, default=40, help="training epochs (default: 40)")
-    d.add_argument("--slices-per-volume", type=int, default=8, help="2.5D samples per volume and epoch (default: 8)")
+    d.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    d.add_argument("--slices-per-volume", type=int, default=24, help="2.5D samples per volume and epoch (default: 24)")
     d.add_argument("--sampling", choices=["sampled", "all"], default="sampled",
                    help="'sampled' (default) or 'all' (the thesis's protocol: every slice once per epoch; slow)")
     d.add_argument("--width", choices=["quarter", "half", "full"], default="quarter",
                    help="D-UNet width (default: quarter; full = the paper's network)")
     d.add_argument("--full-width", action="store_true", help="same as --width full")
-    d.add_argument("--spatial-size", type=int, default=128, help="in-plane input size (default 128; thesis 192)")
-    d.add_argument("--val-interval", type=int, default=4, help="epochs between model-selection checks (default 4)")
+    d.add_argument("--spatial-size", type=int, default=96, help="in-plane input size (default 96; thesis 192)")
+    d.add_argument("--val-interval", type=int, default=2, help="epochs between model-selection checks (default 2)")
+    d.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3; the thesis: 1e-3)")
+    d.add_argument("--lr-decay", type=float, default=0.97,
+                   help="learning-rate factor per epoch (default 0.97)")
     d.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the training (default 0)")
     d.add_argument("--task", choices=["stroke", "glomeruli"], default="stroke",
                    help="stroke (D-UNet, default) or glomeruli (CBAM-PSPNet on synthetic PAS slides, whole slides)")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from lesionlab.apps import demo
+
+run_demo_function = demo.run_demo
 
 
 def test_three_way_split_keeps_the_test_subjects_out_of_model_selection():
@@ -26,7 +30,13 @@ def test_demo_command_line(monkeypatch):
     assert cli.main(["demo", "--workdir", "w", "--seed", "2", "--sampling", "all", "--width", "half"]) == 0
     (args, kwargs), = calls
     assert args == ("w",) and kwargs["seed"] == 2 and kwargs["sampling"] == "all" and kwargs["width"] == "half"
-    assert kwargs["epochs"] == 40 and kwargs["spatial_size"] == 128 and kwargs["val_interval"] == 4
+    assert kwargs["epochs"] == 20 and kwargs["spatial_size"] == 96 and kwargs["val_interval"] == 2
+    assert kwargs["learning_rate"] == 3e-3 and kwargs["slices_per_volume"] == 24
+    # the command line's defaults are run_demo's (the README's "Demo settings" state them once)
+    signature = inspect.signature(run_demo_function)
+    for name, value in kwargs.items():
+        if name not in ("seed", "sampling", "width"):
+            assert signature.parameters[name].default == value, name
     calls.clear()
     cli.main(["demo", "--full-width"])
     assert calls[0][1]["width"] == "full"
