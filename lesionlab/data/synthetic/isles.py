@@ -154,6 +154,3 @@ def synth_isles2015(
             }
         )
     return records
-
-
-__all__ += ["SYNTHETIC_ISLES_README", "synth_isles2015"]
