@@ -39,7 +39,7 @@ import numpy as np
 from lesionlab.apps.bundle import copy_bundle, export_torchscript, run_bundle, set_config_values
 from lesionlab.utils import atomic_write_text
 
-__all__ = ["run_demo", "DEMO_BUNDLE", "WIDTHS"]
+__all__ = ["run_demo", "configure_bundle", "DEMO_BUNDLE", "WIDTHS"]
 
 DEMO_BUNDLE = "brain_mri_dunet_stroke_segmentation"
 #: D-UNet ``features`` of the demo's widths (the paper's network is "full").
@@ -61,6 +61,16 @@ def three_way_split(datalist: dict, n_select: int) -> dict:
         raise ValueError(f"cannot set {n_select} of {len(train)} training subjects aside for model selection and "
                          "keep some for training; synthesise more subjects (--n).")
     return {"training": train[:-n_select], "validation": train[-n_select:], "test": datalist["validation"]}
+
+
+def configure_bundle(bundle_root: str, features: list[int], spatial_size: int) -> None:
+    """Write the demo's width and slice size into a copied bundle: ``train`` and ``inference`` configs, and the
+    metadata's input/output ``spatial_shape`` (what MONAI Label and ``lesionlab verify`` read), so that the bundle
+    exported from the demo describes the network it holds."""
+    size = [spatial_size, spatial_size]
+    set_config_values(bundle_root, {"network_def#features": features, "spatial_size": size})
+    set_config_values(bundle_root, {"network_data_format#inputs#image#spatial_shape": size,
+                                    "network_data_format#outputs#pred#spatial_shape": size}, configs=("metadata",))
 
 
 def run_demo(
@@ -124,7 +134,7 @@ def run_demo(
     print(f"[2/6] preparing the bundle in {bundle_root}")
     copy_bundle(DEMO_BUNDLE, bundle_root)
     features = WIDTHS[width]
-    set_config_values(bundle_root, {"network_def#features": features, "spatial_size": [spatial_size, spatial_size]})
+    configure_bundle(bundle_root, features, spatial_size)
     common = {"dataset_dir": data_dir, "datalist": datalist_path, "seed": seed}
 
     print(f"[3/6] training D-UNet (features {features}, {spatial_size}x{spatial_size} slices) for {epochs} epochs")

@@ -47,3 +47,20 @@ def test_demo_rejects_bad_settings(tmp_path):
         demo.run_demo(str(tmp_path), width="eighth")
     with pytest.raises(ValueError, match="multiple of 16"):
         demo.run_demo(str(tmp_path), spatial_size=100)
+
+
+def test_configure_bundle_keeps_configs_and_metadata_consistent(tmp_path):
+    import json
+
+    from lesionlab.apps.bundle import copy_bundle
+
+    root = copy_bundle(demo.DEMO_BUNDLE, str(tmp_path / "b"))
+    demo.configure_bundle(root, demo.WIDTHS["quarter"], 96)
+    for name in ("train", "inference"):
+        with open(tmp_path / "b" / "configs" / f"{name}.json") as f:
+            cfg = json.load(f)
+        assert cfg["network_def"]["features"] == [8, 16, 32, 64, 128] and cfg["spatial_size"] == [96, 96], name
+    with open(tmp_path / "b" / "configs" / "metadata.json") as f:
+        fmt = json.load(f)["network_data_format"]
+    assert fmt["inputs"]["image"]["spatial_shape"] == [96, 96] and fmt["outputs"]["pred"]["spatial_shape"] == [96, 96]
+    assert fmt["inputs"]["image"]["num_channels"] == 4  # the rest of the metadata is untouched
