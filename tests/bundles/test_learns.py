@@ -54,6 +54,15 @@ MEASURED: dict[str, dict[int, float]] = {
     "brain_mri_tsrlnet_stroke_segmentation": {0: 0.7896, 1: 0.8092},  # 16 epochs (0.1199 after 8, seed 0)
 }
 
+#: the same, seed 0, two threads on an idle 2-core machine (fresh clone of a254850, 2026-12-02): the Dice moves with
+#: the thread count (float reduction order) and stays above every floor; seconds per bundle in brackets
+MEASURED_TWO_THREADS_SEED_0: dict[str, float] = {
+    "brain_mri_dunet_stroke_segmentation": 0.5690,  # 11 s
+    "brain_mri_unet3d_stroke_segmentation": 0.5101,  # 8 s
+    "brain_mri_agmrnet_stroke_segmentation": 0.5857,  # 45 s
+    "brain_mri_tsrlnet_stroke_segmentation": 0.8112,  # 82 s
+}
+
 
 def write_learning_set(root: str, seed: int = 0) -> str:
     """``N_TRAIN + N_HELD_OUT`` synthetic subjects as NIfTI (1 mm voxels) and a ``datalist.json``; returns ``root``."""
@@ -93,3 +102,10 @@ def test_training_learns(bundle, learning_set, tmp_path):
     floor = CASES[bundle][2]
     dice = train_and_score(bundle, learning_set, str(tmp_path), seed=0)
     assert dice >= floor, f"{bundle}: held-out validation Dice {dice:.3f} after training, floor {floor}"
+
+
+@pytest.mark.parametrize("bundle", sorted(CASES))
+def test_floor_sits_below_every_measured_dice(bundle):
+    # a floor above a measured run would make the learns test flaky on some machine or thread count
+    measured = [*MEASURED[bundle].values(), MEASURED_TWO_THREADS_SEED_0[bundle]]
+    assert CASES[bundle][2] < 0.8 * min(measured), (bundle, CASES[bundle][2], measured)
