@@ -15,20 +15,22 @@ __all__ = ["lesion_overlay_figure", "pick_slices", "plot_confusion_matrix", "plo
 
 
 def pick_slices(label: np.ndarray, pred: np.ndarray | None = None, n: int = 3) -> list[int]:
-    """``n`` axial slice indices (last axis) through the lesion: the largest cross-section and its neighbours in
-    the lesion's extent; the middle slices when there is no lesion."""
+    """``n`` axial slice indices (last axis) through the lesion: the largest cross-section, then slices spread over
+    the lesion's extent (at least an ``n``-th of the extent apart where the extent allows, so that two panels do not
+    show the same section); the middle slices when there is no lesion."""
     mask = label > 0 if label.any() or pred is None else pred > 0
     depth = label.shape[-1]
     if not mask.any():
         return sorted({int(round(depth * f)) for f in np.linspace(0.35, 0.65, n)})
     area = mask.reshape(-1, depth).sum(0)
     nz = np.flatnonzero(area)
-    picks = {int(np.argmax(area))}
-    for q in np.linspace(0.2, 0.8, n):
-        if len(picks) >= n:
-            break
-        picks.add(int(nz[int(q * (len(nz) - 1))]))
-    return sorted(picks)[:n]
+    picks = [int(np.argmax(area))]
+    candidates = [int(nz[round(q * (len(nz) - 1))]) for q in (0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6)]
+    for gap in (max(1, (nz[-1] - nz[0]) // n), 1):  # spread first; any distinct lesion slice if that runs out
+        for z in candidates:
+            if len(picks) < n and min(abs(z - p) for p in picks) >= gap:
+                picks.append(z)
+    return sorted(picks)
 
 
 def lesion_overlay_figure(
