@@ -22,7 +22,7 @@ import torch
 from lesionlab.apps.bundle import BUNDLES_DIR, copy_bundle, run_bundle, set_config_values
 from lesionlab.apps.cli import main
 from lesionlab.apps.deploy import TOLERANCES, export_bundle, scan_bundle, verify_bundle
-from lesionlab.data.dicom import synth_dicom_series
+from lesionlab.data.synthetic.dicom_series import synth_dicom_series
 from lesionlab.errors import LesionlabError
 
 DUNET = "brain_mri_dunet_stroke_segmentation"

@@ -187,7 +187,7 @@ def test_volume_slider_and_lesion_volume_in_ml(app_env, models_dir):
 
 
 def test_dicom_series_zip_and_a_bad_zip(app_env, tmp_path):
-    from lesionlab.data.dicom import synth_dicom_series
+    from lesionlab.data.synthetic.dicom_series import synth_dicom_series
 
     series = synth_dicom_series(str(tmp_path / "series"), n_slices=16, size=32)
     buf = io.BytesIO()
