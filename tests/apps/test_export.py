@@ -241,7 +241,7 @@ def test_infer_builds_the_workflow_once_per_run(tiny_zip, tiny_atlas, tmp_path, 
     """Four cases, one broken (NaN voxels, found inside the workflow): the workflow (network, weights) is built once,
     and once more only after the broken case failed inside it; the case after the failure is still segmented,
     identically to the ones before it."""
-    from lesionlab.apps.deploy.infer import BundlePredictor
+    from lesionlab.apps.deploy.predictor import BundlePredictor
 
     builds = []
     build = BundlePredictor._build

@@ -91,7 +91,7 @@ def test_tile_segmentation_area_overlay_downloads_and_cleanup(app_env):
 def test_model_is_built_once_per_process(app_env, monkeypatch):
     import streamlit as st
 
-    from lesionlab.apps.deploy.infer import BundlePredictor
+    from lesionlab.apps.deploy.predictor import BundlePredictor
 
     builds = []
     original = BundlePredictor._build
