@@ -46,7 +46,7 @@ def _save(data, affine, path, **header) -> str:
 
 def make_cases(folder: str) -> dict[str, str]:
     """Write the cases; return ``{case name: path}``."""
-    from lesionlab.data.dicom import synth_dicom_series
+    from lesionlab.data.synthetic.dicom_series import synth_dicom_series
     from lesionlab.transforms.registration import resample
 
     os.makedirs(folder, exist_ok=True)

@@ -275,7 +275,7 @@ def classify_folder(bundle: str, input_path: str, output_csv: str, device: str =
 
     from lesionlab.apps.deploy.archive import open_bundle
     from lesionlab.apps.deploy.config import bundle_on_path, config_file, load_state_dict, load_weights
-    from lesionlab.apps.deploy.infer import failure_reason
+    from lesionlab.apps.deploy.predictor import failure_reason
 
     files = _input_files(input_path)
     with open_bundle(bundle) as src:

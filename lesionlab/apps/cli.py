@@ -179,7 +179,7 @@ def _cmd_experiments_imbalance(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_dicom(args: argparse.Namespace) -> int:
-    from lesionlab.data.dicom import synth_dicom_series, synth_head_dicom_series
+    from lesionlab.data.synthetic.dicom_series import synth_dicom_series, synth_head_dicom_series
 
     if args.toy:
         s = synth_dicom_series(args.out, n_slices=args.n_slices or 24, modality=args.modality, size=args.size or 64,

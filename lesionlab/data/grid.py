@@ -1,7 +1,8 @@
 """Voxel grids: resampling channel-first data from one grid to another through a world-space map.
 
 Used by the registration to MNI152 space (:mod:`lesionlab.transforms.registration`) and by the synthetic scanner-space
-DICOM series (:func:`lesionlab.data.dicom.synth_head_dicom_series`). Affines are 4x4 RAS voxel-to-world matrices.
+DICOM series (:func:`lesionlab.data.synthetic.dicom_series.synth_head_dicom_series`). Affines are 4x4 RAS
+voxel-to-world matrices.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import torch
 from lesionlab.apps.bundle import BUNDLES_DIR, copy_bundle, run_bundle, set_config_values
 from lesionlab.apps.cli import main
 from lesionlab.apps.deploy import TOLERANCES, export_bundle, scan_bundle, verify_bundle
-from lesionlab.data.dicom import synth_dicom_series
+from lesionlab.data.synthetic.dicom_series import synth_dicom_series
 from lesionlab.errors import LesionlabError
 
 DUNET = "brain_mri_dunet_stroke_segmentation"
@@ -241,7 +241,7 @@ def test_infer_builds_the_workflow_once_per_run(tiny_zip, tiny_atlas, tmp_path, 
     """Four cases, one broken (NaN voxels, found inside the workflow): the workflow (network, weights) is built once,
     and once more only after the broken case failed inside it; the case after the failure is still segmented,
     identically to the ones before it."""
-    from lesionlab.apps.deploy.infer import BundlePredictor
+    from lesionlab.apps.deploy.predictor import BundlePredictor
 
     builds = []
     build = BundlePredictor._build

@@ -23,9 +23,10 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lesionlab.data.dicom import SegmentInfo, SyntheticSeries, read_dicom_series, synth_dicom_series
+from lesionlab.data.dicom import SegmentInfo, read_dicom_series
 from lesionlab.data.dicom_seg import write_dicom_seg
 from lesionlab.data.io import find_cases, prepare_case, write_seg_nrrd
+from lesionlab.data.synthetic.dicom_series import SyntheticSeries, synth_dicom_series
 from lesionlab.errors import DataError
 
 __all__ = ["bad_input_io_case_counts"]

@@ -9,8 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from lesionlab.data.dicom import SegmentInfo, read_dicom_series, synth_dicom_series
+from lesionlab.data.dicom import SegmentInfo, read_dicom_series
 from lesionlab.data.dicom_seg import write_dicom_seg
+from lesionlab.data.synthetic.dicom_series import synth_dicom_series
 
 
 @pytest.fixture(scope="module")

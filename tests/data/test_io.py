@@ -22,7 +22,6 @@ from lesionlab.data.dicom import (
     is_dicom_file,
     list_dicom_series,
     read_dicom_series,
-    synth_dicom_series,
 )
 from lesionlab.data.dicom_seg import write_dicom_seg
 from lesionlab.data.io import (
@@ -32,6 +31,7 @@ from lesionlab.data.io import (
     segments_from_metadata,
     write_seg_nrrd,
 )
+from lesionlab.data.synthetic.dicom_series import synth_dicom_series
 from lesionlab.errors import DataError
 
 # a non-axial orientation (rows along +y, columns along -z) and anisotropic pixels catch axis and spacing swaps

@@ -279,7 +279,8 @@ def test_register_and_invert_on_monai_1_4():
 def test_synthetic_scanner_series_registers(tmp_path):
     """`lesionlab synth dicom`'s default series (a synthetic head in scanner space, written as DICOM) is read back
     with its geometry and registers to the template; the move it was made with is recovered."""
-    from lesionlab.data.dicom import read_dicom_series, synth_head_dicom_series
+    from lesionlab.data.dicom import read_dicom_series
+    from lesionlab.data.synthetic.dicom_series import synth_head_dicom_series
 
     s = synth_head_dicom_series(str(tmp_path / "series"), seed=3, size=160, n_slices=40, pixel_spacing=1.3)
     image, _ = read_dicom_series(s.folder)

@@ -9,6 +9,8 @@ Modules:
 * :mod:`~lesionlab.apps.deploy.verify`: :func:`verify_bundle`; the runtime check runs
   :mod:`~lesionlab.apps.deploy.standalone_check` in an isolated interpreter that cannot import lesionlab.
 * :mod:`~lesionlab.apps.deploy.infer`: :func:`infer_bundle` (the workflow is built once per run).
+* :mod:`~lesionlab.apps.deploy.predictor`: the bundle's inference workflow (``BundlePredictor``) and the segmentation
+  of one case (``CaseSegmenter``), used by :func:`infer_bundle` and the web app.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from lesionlab.apps.deploy.archive import ARCHIVE_FORMAT, BundleSource, open_bun
 from lesionlab.apps.deploy.config import parse_overrides
 from lesionlab.apps.deploy.export import export_bundle
 from lesionlab.apps.deploy.guard import Finding, scan_bundle
-from lesionlab.apps.deploy.infer import OUTPUT_FORMATS, infer_bundle
+from lesionlab.apps.deploy.infer import infer_bundle
+from lesionlab.apps.deploy.predictor import OUTPUT_FORMATS
 from lesionlab.apps.deploy.verify import TOLERANCES, Check, VerifyReport, verify_bundle
 
 __all__ = [

@@ -72,7 +72,8 @@ def infer_tiles(bundle: str, inputs: str, output_dir: str, fmt: str = "nifti", d
     import torch
     from PIL import Image
 
-    from lesionlab.apps.deploy.infer import BundlePredictor, _check_request, failure_reason
+    from lesionlab.apps.deploy.infer import _check_request
+    from lesionlab.apps.deploy.predictor import BundlePredictor, failure_reason
     from lesionlab.pipelines.case_runner import run_cases
 
     if fmt not in ("nifti", "png"):

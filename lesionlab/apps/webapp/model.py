@@ -144,7 +144,7 @@ def probabilities(pred: np.ndarray) -> np.ndarray:
 
 
 class BundleModel:
-    """A bundle's inference workflow (:class:`lesionlab.apps.deploy.infer.BundlePredictor`), built once, run on one
+    """A bundle's inference workflow (:class:`lesionlab.apps.deploy.predictor.BundlePredictor`), built once, run on one
     input file at a time.
 
     Args:
@@ -162,7 +162,7 @@ class BundleModel:
 
         from lesionlab.apps.deploy.archive import open_bundle
         from lesionlab.apps.deploy.config import load_json
-        from lesionlab.apps.deploy.infer import BundlePredictor
+        from lesionlab.apps.deploy.predictor import BundlePredictor
 
         self._stack = contextlib.ExitStack()
         try:
@@ -194,7 +194,7 @@ class BundleModel:
         Raises:
             DataError: naming the file, when the bundle's transforms or network refuse it.
         """
-        from lesionlab.apps.deploy.infer import failure_reason
+        from lesionlab.apps.deploy.predictor import failure_reason
 
         with self._lock:
             try:

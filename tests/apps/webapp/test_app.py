@@ -91,7 +91,7 @@ def test_tile_segmentation_area_overlay_downloads_and_cleanup(app_env):
 def test_model_is_built_once_per_process(app_env, monkeypatch):
     import streamlit as st
 
-    from lesionlab.apps.deploy.infer import BundlePredictor
+    from lesionlab.apps.deploy.predictor import BundlePredictor
 
     builds = []
     original = BundlePredictor._build
@@ -187,7 +187,7 @@ def test_volume_slider_and_lesion_volume_in_ml(app_env, models_dir):
 
 
 def test_dicom_series_zip_and_a_bad_zip(app_env, tmp_path):
-    from lesionlab.data.dicom import synth_dicom_series
+    from lesionlab.data.synthetic.dicom_series import synth_dicom_series
 
     series = synth_dicom_series(str(tmp_path / "series"), n_slices=16, size=32)
     buf = io.BytesIO()

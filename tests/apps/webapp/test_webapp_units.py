@@ -126,7 +126,7 @@ def test_uploads_checks_and_conversions(tmp_path):
 
 def test_dicom_uploads_are_checked(tmp_path):
     from lesionlab.apps.webapp.uploads import prepare_dicom
-    from lesionlab.data.dicom import synth_dicom_series
+    from lesionlab.data.synthetic.dicom_series import synth_dicom_series
 
     series = synth_dicom_series(str(tmp_path / "s"), n_slices=16, size=16)
     assert prepare_dicom(series.files[0]).path == series.files[0]
