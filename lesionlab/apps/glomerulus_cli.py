@@ -1,4 +1,4 @@
-"""Command-line pieces of the glomerulus classification work (seed 004), plugged into ``lesionlab.apps.cli``:
+"""Command-line pieces of the glomerulus classification work (seed 004), plugged into ``lesionlab.apps.commands``:
 ``lesionlab synth glomeruli-cls``, ``lesionlab datalist-glomeruli``, and ``lesionlab infer`` on a classification
 bundle (a folder of crops to a CSV of class probabilities).
 """
