@@ -1,6 +1,6 @@
 """Layout rules of the package that a reviewer would otherwise check by hand (issue 9).
 
-- no module much over 500 lines (the limit below leaves room for a docstring, not for a second concern);
+- no module over 500 lines (split by concern before a module grows past it);
 - a module's ``__all__`` is one list literal assigned once, not grown by ``__all__ +=`` from bolted-on additions.
 
 Read as text and with ``ast``; nothing is imported.
@@ -14,7 +14,7 @@ import os
 import lesionlab
 
 PACKAGE = os.path.dirname(lesionlab.__file__)
-MAX_LINES = 600
+MAX_LINES = 500
 
 
 def _modules() -> list[str]:
