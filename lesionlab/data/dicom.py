@@ -103,7 +103,6 @@ class DicomSeries:
         }
 
 
-
 def is_dicom_file(path: str) -> bool:
     """True when ``path`` is a DICOM Part 10 file (``DICM`` magic at byte 128) or ends with ``.dcm``."""
     if not os.path.isfile(path):
@@ -349,9 +348,3 @@ def dicom_series_to_nifti(folder: str, out_path: str, series_uid: str | None = N
     with atomic_path(out_path, suffix=suffix) as tmp:
         sitk.WriteImage(image, tmp, True)
     return series
-
-
-def _uid() -> str:
-    from pydicom.uid import generate_uid
-
-    return str(generate_uid())

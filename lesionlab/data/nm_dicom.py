@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lesionlab.data.dicom import SegmentInfo, _uid, is_dicom_file
+from lesionlab.data.dicom import SegmentInfo, is_dicom_file
 from lesionlab.errors import DataError
 from lesionlab.utils import atomic_path
 
@@ -78,7 +78,7 @@ def write_nm_dynamic(
         ``path``.
     """
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     from lesionlab import __version__
 
@@ -88,7 +88,7 @@ def write_nm_dynamic(
     if sum(int(n) for n, _ in phases) != frames.shape[0]:
         raise ValueError(f"phases hold {sum(int(n) for n, _ in phases)} frames, frames has {frames.shape[0]}")
     stored = np.clip(np.round(frames), 0, 65535).astype(np.uint16)
-    sop_uid = _uid()
+    sop_uid = generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = NM_IMAGE_STORAGE
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -101,7 +101,8 @@ def write_nm_dynamic(
     ds.ImageType = ["ORIGINAL", "PRIMARY", "DYNAMIC", "EMISSION"]
     ds.Modality, ds.Manufacturer, ds.SoftwareVersions = "NM", "lesionlab (synthetic)", __version__
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient_name, patient_id, "", "O"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid or _uid(), _uid(), _uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid()
     ds.PositionReferenceIndicator = ""  # type 2: no anatomical reference point
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = now.strftime("%H%M%S")

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from lesionlab.apps.commands import parse_overrides as _parse_overrides
+from lesionlab.apps.deploy.config import parse_overrides
 from lesionlab.errors import LesionlabError
 
 __all__ = ["add_wsi_parser", "add_parsers"]
@@ -17,7 +17,7 @@ def _cmd_wsi(args: argparse.Namespace) -> int:
     from lesionlab.apps.glomeruli import segment_slides
 
     segment_slides(args.bundle, args.input, args.output, ckpt=args.ckpt, device=args.device,
-                   overrides=_parse_overrides(args.set), patch=args.patch, overlap=args.overlap,
+                   overrides=parse_overrides(args.set), patch=args.patch, overlap=args.overlap,
                    min_tissue=args.min_tissue, batch_size=args.batch_size, outputs=args.outputs,
                    progress=not args.quiet)
     return 0
@@ -31,7 +31,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_archive(args: argparse.Namespace) -> int:
-    from lesionlab.apps.deploy import export_bundle, parse_overrides
+    from lesionlab.apps.deploy import export_bundle
 
     m = export_bundle(args.bundle, args.out, ckpt=args.ckpt, random_weights=args.random_weights,
                       overrides=parse_overrides(args.set), evaluation=args.evaluation, dataset=args.dataset)
@@ -60,7 +60,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from lesionlab.apps.deploy import infer_bundle, parse_overrides
+    from lesionlab.apps.deploy import infer_bundle
     from lesionlab.apps.glomerulus_cli import infer_classification
     from lesionlab.apps.renogram import infer_renogram, is_renogram_bundle
 

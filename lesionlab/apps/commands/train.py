@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lesionlab.apps.commands import parse_overrides as _parse_overrides
+from lesionlab.apps.deploy.config import parse_overrides
 
 __all__ = ["add_demo_parser", "add_parsers"]
 
@@ -28,7 +28,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from lesionlab.apps.bundle import run_bundle
 
-    overrides = _parse_overrides(args.set)
+    overrides = parse_overrides(args.set)
     if args.dataset_dir:
         overrides["dataset_dir"] = args.dataset_dir
     run_bundle(args.bundle, args.mode, bundle_root=args.bundle_root, **overrides)
@@ -38,7 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_experiments(args: argparse.Namespace) -> int:
     from lesionlab.apps.experiments import run_table
 
-    extra = _parse_overrides(args.set)
+    extra = parse_overrides(args.set)
     if args.slices_per_volume:
         extra["slices_per_volume"] = args.slices_per_volume
     if args.sampling:
@@ -53,7 +53,7 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 def _cmd_experiments_imbalance(args: argparse.Namespace) -> int:
     from lesionlab.apps.imbalance_experiments import run_imbalance_table
 
-    extra = _parse_overrides(args.set)
+    extra = parse_overrides(args.set)
     for table in args.table:
         paths = run_imbalance_table(table, args.dataset_dir, args.workdir, epochs=args.epochs, quick=args.quick,
                                     rows=args.row, extra=extra)
@@ -65,7 +65,7 @@ def _cmd_experiments_renogram(args: argparse.Namespace) -> int:
     from lesionlab.apps.renogram import run_renogram_table
 
     paths = run_renogram_table(args.datalist, args.workdir, epochs=args.epochs, quick=args.quick,
-                               extra=_parse_overrides(args.set), size=args.size, rows=args.rows)
+                               extra=parse_overrides(args.set), size=args.size, rows=args.rows)
     print(open(paths["table"]).read())
     for k, v in paths.items():
         print(f"{k:8s} {v}")
@@ -76,7 +76,7 @@ def _cmd_experiments_glomeruli(args: argparse.Namespace) -> int:
     from lesionlab.apps.experiments_glomeruli import run_glomeruli_ablation
 
     paths = run_glomeruli_ablation(args.datalist, args.workdir, iterations=args.iterations, batch_size=args.batch_size,
-                                   quick=args.quick, extra=_parse_overrides(args.set))
+                                   quick=args.quick, extra=parse_overrides(args.set))
     print(open(paths["table"]).read())
     for k, v in paths.items():
         print(f"{k:8s} {v}")

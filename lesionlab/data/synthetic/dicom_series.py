@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lesionlab.data.dicom import _uid
 from lesionlab.utils import atomic_path
 
 __all__ = ["SyntheticSeries", "synth_dicom_series", "synth_head_dicom_series"]
@@ -96,7 +95,7 @@ def synth_dicom_series(
     """
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     from lesionlab import __version__
     from lesionlab.data.synthetic import synth_volume_pair
@@ -127,13 +126,13 @@ def synth_dicom_series(
         hu = np.where(image < 0.05, -1000.0, np.round(image * 80.0))  # air -1000 HU, brain-like 0..80 HU
         stored = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
         slope, intercept = 1.0, -1024.0
-    study_uid, series_uid, for_uid = _uid(), _uid(), _uid()
+    study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     os.makedirs(out_dir, exist_ok=True)
     files = []
     for k in range(n_slices):
-        sop_uid = _uid()
+        sop_uid = generate_uid()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = _SOP_CLASS[modality]
         meta.MediaStorageSOPInstanceUID = sop_uid
