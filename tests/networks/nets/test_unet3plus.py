@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lesionlab.networks.nets import UNet3Plus, UNetPlusPlus
+from lesionlab.networks.nets import UNet3Plus
 from tests.utils import count_parameters
 
 
@@ -22,14 +22,6 @@ def test_deep_supervision_stack_first_is_eval_output():
     assert stacked.shape == (2, 5, 4, 32, 32)
     net.eval()
     torch.testing.assert_close(net(x), stacked[:, 0])
-
-
-def test_unetplusplus_single_tensor_and_stack():
-    net = UNetPlusPlus(2, 3, 3, features=(4, 4, 8, 8, 16, 4), deep_supervision=True, norm="instance")
-    x = torch.randn(1, 3, 32, 32)
-    stacked = net.train()(x)
-    assert stacked.shape == (1, 4, 3, 32, 32)
-    torch.testing.assert_close(net.eval()(x), stacked[:, 0])
 
 
 def test_classification_gate_scales_foreground_probabilities():
